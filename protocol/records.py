@@ -1,0 +1,133 @@
+"""Records an instruction emits (the program's events), in the order they happened.
+
+Every record is a frozen dataclass. :class:`protocol.program.Program` wraps each in a
+:class:`SequencedRecord` with a gap-free sequence number when its transaction commits;
+records of rejected transactions are discarded with the rest of the transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol.types import (
+    MarketType,
+    OrderType,
+    PositionDirection,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NewUserRecord:
+    authority: bytes
+    sub_account_id: int
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DepositRecord:
+    """A deposit (``direction == "deposit"``) or withdrawal, in the mint's token units."""
+
+    authority: bytes
+    sub_account_id: int
+    direction: str  # "deposit" | "withdraw"
+    market_index: int
+    amount: int
+    oracle_price: int
+    market_deposit_balance: int
+    market_withdraw_balance: int
+    market_cumulative_deposit_interest: int
+    market_cumulative_borrow_interest: int
+    total_deposits_after: int
+    total_withdraws_after: int
+    deposit_record_id: int
+    transfer_user: tuple[bytes, int] | None
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderActionRecord:
+    """An order was placed, cancelled, modified, expired, triggered or filled."""
+
+    action: str  # "place" | "cancel" | "modify" | "expire" | "trigger" | "fill"
+    authority: bytes
+    sub_account_id: int
+    order_id: int
+    market_index: int
+    market_type: MarketType
+    order_type: OrderType
+    direction: PositionDirection
+    base_asset_amount: int
+    base_asset_amount_filled: int
+    price: int
+    reason: str
+    slot: int
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class FundingRateRecord:
+    market_index: int
+    funding_rate: int
+    funding_rate_long: int
+    funding_rate_short: int
+    cumulative_funding_rate_long: int
+    cumulative_funding_rate_short: int
+    oracle_price_twap: int
+    mark_price_twap: int
+    period_revenue: int
+    base_asset_amount_with_amm: int
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class FundingPaymentRecord:
+    authority: bytes
+    sub_account_id: int
+    market_index: int
+    funding_payment: int  # QUOTE_PRECISION, what the user received (negative: paid)
+    base_asset_amount: int
+    user_last_cumulative_funding: int
+    amm_cumulative_funding_long: int
+    amm_cumulative_funding_short: int
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OracleUpdateRecord:
+    oracle_id: str
+    price: int
+    confidence: int
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpotInterestRecord:
+    market_index: int
+    deposit_balance: int
+    cumulative_deposit_interest: int
+    borrow_balance: int
+    cumulative_borrow_interest: int
+    optimal_utilization: int
+    optimal_borrow_rate: int
+    max_borrow_rate: int
+    ts: int
+
+
+Record = (
+    NewUserRecord
+    | DepositRecord
+    | OrderActionRecord
+    | FundingRateRecord
+    | FundingPaymentRecord
+    | OracleUpdateRecord
+    | SpotInterestRecord
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SequencedRecord:
+    """A committed record: ``seq`` is gap-free across the program's whole history."""
+
+    seq: int
+    slot: int
+    record: Record
