@@ -85,6 +85,9 @@ OPEN_ORDER_MARGIN_REQUIREMENT: Final = QUOTE_PRECISION // 100
 LP_FEE_SLICE_NUMERATOR: Final = 8
 LP_FEE_SLICE_DENOMINATOR: Final = 10
 MAX_REFERRER_REWARD_EPOCH_UPPER_BOUND: Final = 150_000 * QUOTE_PRECISION
+# The share of exchange fees a perp market keeps out of reach of funding/repeg/k costs (1/2).
+SHARE_OF_FEES_ALLOCATED_TO_DRIFT_NUMERATOR: Final = 1
+SHARE_OF_FEES_ALLOCATED_TO_DRIFT_DENOMINATOR: Final = 2
 
 # --- margin --------------------------------------------------------------------------------
 MAX_MARGIN_RATIO: Final = MARGIN_PRECISION  # 1x leverage
@@ -107,6 +110,7 @@ FUNDING_RATE_OFFSET_DENOMINATOR: Final = 5000  # 7.3% annualized for hourly fund
 
 # --- orders --------------------------------------------------------------------------------
 AUCTION_DERIVE_PRICE_FRACTION: Final = 200
+MAX_PREDICTION_MARKET_PRICE: Final = PRICE_PRECISION  # a prediction share pays at most $1
 
 # --- spot ------------------------------------------------------------------------------------
 SPOT_MARKET_TOKEN_TWAP_WINDOW: Final = TWENTY_FOUR_HOUR

@@ -66,6 +66,7 @@ class OrderActionRecord:
 
 @dataclass(frozen=True, slots=True)
 class FundingRateRecord:
+    record_id: int
     market_index: int
     funding_rate: int
     funding_rate_long: int
@@ -76,6 +77,7 @@ class FundingRateRecord:
     mark_price_twap: int
     period_revenue: int
     base_asset_amount_with_amm: int
+    base_asset_amount_with_unsettled_lp: int
     ts: int
 
 

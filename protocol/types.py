@@ -53,6 +53,7 @@ class OrderBitFlag(IntFlag):
     SignedMessage = 0b001
     OracleTriggerMarket = 0b010
     SafeTriggerOrder = 0b100
+    NewTriggerReduceOnly = 0b1000
 
 
 class SpotBalanceType(IntEnum):

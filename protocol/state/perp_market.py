@@ -77,6 +77,7 @@ class AMM:
     funding_period: int = ONE_HOUR
     net_revenue_since_last_funding: int = 0
     last_funding_oracle_twap: int = 0
+    net_unsettled_funding_pnl: int = 0  # QUOTE; users' accrued, unsettled funding (-: they owe)
 
     # fees
     fee_pool: PoolBalance = field(default_factory=PoolBalance)

@@ -149,4 +149,18 @@ class SpotMarket:
     def is_operation_paused(self) -> bool:
         return self.status in (MarketStatus.WithdrawPaused, MarketStatus.Delisted)
 
+    def get_min_borrow_rate(self) -> int:
+        """``min_borrow_rate`` in SPOT_RATE_PRECISION (each unit is 0.5%)."""
+        return self.min_borrow_rate * 5_000
+
+    def get_sanitize_clamp_denominator(self) -> int | None:
+        """How far (1/n of the TWAP) one oracle update may move the oracle TWAPs; ``None`` means
+        the AMM default (``DEFAULT_MAX_TWAP_UPDATE_PRICE_BAND_DENOMINATOR``)."""
+        return {
+            AssetTier.Collateral: 10,
+            AssetTier.Protected: 10,
+            AssetTier.Cross: 5,
+            AssetTier.Isolated: 3,
+        }.get(self.asset_tier)
+
 

@@ -188,6 +188,13 @@ class User:
     def is_bankrupt(self) -> bool:
         return bool(self.status & UserStatus.Bankrupt)
 
+    def exit_cross_margin_liquidation(self) -> None:
+        self.status &= ~(UserStatus.BeingLiquidated | UserStatus.Bankrupt)
+        self.liquidation_margin_freed = 0
+
+    def enter_cross_margin_liquidation(self) -> None:
+        self.status |= UserStatus.BeingLiquidated
+
     def is_reduce_only(self) -> bool:
         return bool(self.status & UserStatus.ReduceOnly)
 

@@ -1,0 +1,205 @@
+"""Signed transactions: canonical bytes, signing, parsing and verification.
+
+Wire format (version 1)::
+
+    transaction = b"DKTX" | version:u8 | n:u8 | signature[64] * n | message
+    message     = version:u8 | recent_slot:u64 | n:u8 | signer[32] * n
+                | count:u16 | (tag:u16 | length:u32 | body) * count
+
+``signature[i]`` is ``signer[i]``'s ed25519 signature of ``message``; the first signature is
+the transaction id (what replay protection remembers). Instruction bodies are the canonical
+encoding of :mod:`protocol.codec`. Parsing is strict: unknown versions, tags, short or trailing
+bytes are :class:`~protocol.errors.InvalidParameter` with code ``MalformedTransaction`` and the
+offending field named. :func:`verify_transaction` is the only way to a
+:class:`VerifiedTransaction`, which is all the program executes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.codec import decode, encode
+from protocol.error_codes import ErrorCode
+from protocol.errors import InvalidParameter, ProtocolError
+from protocol.instructions.registry import TAG_BY_TYPE, TYPE_BY_TAG
+from protocol.keys import PUBKEY_LEN, SIGNATURE_LEN, Keypair, verify_signature
+
+MAGIC = b"DKTX"
+VERSION = 1
+MAX_SIGNERS = 8
+MAX_INSTRUCTIONS = 64
+MAX_INSTRUCTION_BYTES = 4096
+
+
+def _malformed(field: str, detail: str) -> InvalidParameter:
+    return InvalidParameter(field, detail, ErrorCode.MalformedTransaction)
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    instructions: tuple[Any, ...]
+    recent_slot: int
+    signers: tuple[bytes, ...]
+    signatures: tuple[bytes, ...]
+
+    @classmethod
+    def sign(
+        cls, instructions: Sequence[Any], recent_slot: int, keypairs: Sequence[Keypair]
+    ) -> Transaction:
+        """Build and sign; the first keypair's signature is the transaction id."""
+        signers = tuple(k.pubkey for k in keypairs)
+        message = message_bytes(tuple(instructions), recent_slot, signers)
+        return cls(
+            tuple(instructions), recent_slot, signers, tuple(k.sign(message) for k in keypairs)
+        )
+
+    @property
+    def signature(self) -> bytes:
+        """The transaction id: the first signature."""
+        return self.signatures[0] if self.signatures else b""
+
+    def message(self) -> bytes:
+        return message_bytes(self.instructions, self.recent_slot, self.signers)
+
+    def to_bytes(self) -> bytes:
+        if len(self.signatures) != len(self.signers):
+            raise _malformed("signatures", "one signature per signer")
+        for i, sig in enumerate(self.signatures):
+            if len(sig) != SIGNATURE_LEN:
+                raise _malformed(f"signatures[{i}]", f"must be {SIGNATURE_LEN} bytes")
+        header = MAGIC + bytes([VERSION, len(self.signatures)])
+        return header + b"".join(self.signatures) + self.message()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Transaction:
+        return parse_transaction(raw)
+
+
+def message_bytes(
+    instructions: tuple[Any, ...], recent_slot: int, signers: tuple[bytes, ...]
+) -> bytes:
+    if not 0 <= recent_slot < 2**64:
+        raise InvalidParameter("recent_slot", "must be a u64")
+    if not 1 <= len(signers) <= MAX_SIGNERS:
+        raise InvalidParameter("signers", f"1 to {MAX_SIGNERS} signers required")
+    if not 1 <= len(instructions) <= MAX_INSTRUCTIONS:
+        raise InvalidParameter("instructions", f"1 to {MAX_INSTRUCTIONS} instructions required")
+    out = bytearray([VERSION])
+    out += recent_slot.to_bytes(8, "little")
+    out.append(len(signers))
+    for i, s in enumerate(signers):
+        if len(s) != PUBKEY_LEN:
+            raise InvalidParameter(f"signers[{i}]", f"must be {PUBKEY_LEN} bytes")
+        out += s
+    out += len(instructions).to_bytes(2, "little")
+    for i, ix in enumerate(instructions):
+        tag = TAG_BY_TYPE.get(type(ix))
+        if tag is None:
+            raise InvalidParameter(
+                f"instructions[{i}]",
+                f"{type(ix).__name__} is not an instruction",
+                ErrorCode.UnknownInstruction,
+            )
+        body = encode(ix, f"instructions[{i}]")
+        out += tag.to_bytes(2, "little") + len(body).to_bytes(4, "little") + body
+    return bytes(out)
+
+
+def parse_transaction(raw: bytes) -> Transaction:
+    """Strictly parse wire bytes (signatures are *not* checked here)."""
+    buf = memoryview(raw)
+    if bytes(buf[:4]) != MAGIC:
+        raise _malformed("magic", "not a transaction")
+    if len(buf) < 6:
+        raise _malformed("header", "truncated")
+    if buf[4] != VERSION:
+        raise InvalidParameter(
+            "version", f"unsupported version {buf[4]}", ErrorCode.UnsupportedVersion
+        )
+    n_sig = buf[5]
+    off = 6
+    if not 1 <= n_sig <= MAX_SIGNERS or off + n_sig * SIGNATURE_LEN > len(buf):
+        raise _malformed("signatures", "bad signature count")
+    signatures = tuple(bytes(buf[off + i * 64 : off + (i + 1) * 64]) for i in range(n_sig))
+    off += n_sig * SIGNATURE_LEN
+    # message
+    if off + 10 > len(buf):
+        raise _malformed("message", "truncated")
+    if buf[off] != VERSION:
+        raise InvalidParameter(
+            "message.version", f"unsupported version {buf[off]}", ErrorCode.UnsupportedVersion
+        )
+    recent_slot = int.from_bytes(buf[off + 1 : off + 9], "little")
+    n_signers = buf[off + 9]
+    off += 10
+    if n_signers != n_sig:
+        raise _malformed("signers", f"{n_signers} signers but {n_sig} signatures")
+    if off + n_signers * PUBKEY_LEN + 2 > len(buf):
+        raise _malformed("signers", "truncated")
+    signers = tuple(bytes(buf[off + i * 32 : off + (i + 1) * 32]) for i in range(n_signers))
+    off += n_signers * PUBKEY_LEN
+    count = int.from_bytes(buf[off : off + 2], "little")
+    off += 2
+    if not 1 <= count <= MAX_INSTRUCTIONS:
+        raise _malformed("instructions", f"bad instruction count {count}")
+    instructions: list[Any] = []
+    for i in range(count):
+        path = f"instructions[{i}]"
+        if off + 6 > len(buf):
+            raise _malformed(path, "truncated header")
+        tag = int.from_bytes(buf[off : off + 2], "little")
+        length = int.from_bytes(buf[off + 2 : off + 6], "little")
+        off += 6
+        cls = TYPE_BY_TAG.get(tag)
+        if cls is None:
+            raise InvalidParameter(
+                path, f"unknown instruction tag {tag}", ErrorCode.UnknownInstruction
+            )
+        if length > MAX_INSTRUCTION_BYTES or off + length > len(buf):
+            raise _malformed(path, "bad length")
+        instructions.append(decode(cls, buf[off : off + length], path))
+        off += length
+    if off != len(buf):
+        raise _malformed("transaction", f"{len(buf) - off} trailing bytes")
+    return Transaction(tuple(instructions), recent_slot, signers, signatures)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedTransaction:
+    """A transaction whose every signature was checked against its canonical message.
+
+    Only :func:`verify_transaction` builds one; :class:`~protocol.program.Program` executes
+    nothing else.
+    """
+
+    transaction: Transaction
+    message: bytes
+
+    @property
+    def signers(self) -> tuple[bytes, ...]:
+        return self.transaction.signers
+
+    @property
+    def signature(self) -> bytes:
+        return self.transaction.signature
+
+
+def verify_transaction(tx: Transaction) -> VerifiedTransaction:
+    """Check structure and every signature; raise :class:`ProtocolError` if any fails."""
+    if len(tx.signatures) != len(tx.signers) or not tx.signers:
+        raise ProtocolError(
+            ErrorCode.MissingSignature, "one signature per signer", field="signatures"
+        )
+    if len(set(tx.signers)) != len(tx.signers):
+        raise _malformed("signers", "duplicate signer")
+    message = tx.message()  # re-encodes: validates every field's width, names the bad one
+    for i, (pubkey, sig) in enumerate(zip(tx.signers, tx.signatures, strict=True)):
+        if not verify_signature(pubkey, message, sig):
+            raise ProtocolError(
+                ErrorCode.InvalidSignature,
+                f"signature {i} does not verify",
+                field=f"signatures[{i}]",
+            )
+    return VerifiedTransaction(tx, message)
