@@ -22,7 +22,7 @@ def _feed(h: Any, value: Any) -> None:
     elif isinstance(value, bool):
         h.update(b"T" if value else b"F")
     elif isinstance(value, Enum):
-        h.update(b"E" + type(value).__name__.encode() + b":" + str(int(value)).encode() + b";")
+        h.update(b"E" + type(value).__name__.encode() + b":" + str(value.value).encode() + b";")
     elif isinstance(value, int):
         h.update(b"I" + str(value).encode() + b";")
     elif isinstance(value, bytes):

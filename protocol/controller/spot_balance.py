@@ -1,27 +1,26 @@
-"""State changes to spot balances, interest and TWAPs (the program's ``controller/spot_balance.rs``).
+"""Spot balance, interest and TWAP state changes (the program's ``controller/spot_balance.rs``).
 
 Units: token amounts in the mint's units; scaled balances SPOT_BALANCE_PRECISION; interest
 indices SPOT_CUMULATIVE_INTEREST_PRECISION; ``now`` unix seconds. Every function mutates the
 objects it is handed; instructions hand in the copy-on-write clones of
 :class:`~protocol.accounts.Accounts`, so a failure part-way leaves committed state untouched.
 
-Invariants kept here: each scaled delta applied to a balance (a user's
-:class:`~protocol.state.user.SpotPosition` or a market :class:`~protocol.state.spot_market.PoolBalance`)
-is applied to the market's ``deposit_balance`` or ``borrow_balance`` of the same type in the
-same step, so the market totals always equal the sum of the balances held against it (users'
-positions plus the revenue pool). Rounding favours the pool, as the program's does: a new or
-grown borrow rounds its scaled balance up, and so does a partial reduction of a borrow or of any
-balance whose tokens leave the program (``is_leaving_drift``); a deposit rounds down. Reducing a
-balance by at least its whole token amount clears it exactly and the rest opens the opposite
-side.
+Invariants kept here: each scaled delta applied to a balance (a user's ``SpotPosition`` or a
+market ``PoolBalance``) is applied in the same step to the market's ``deposit_balance`` or
+``borrow_balance`` of the same type, so the market totals always equal the sum of the balances
+held against it (users' positions plus the revenue pool). Rounding favours the pool, as the
+program's does: a new or grown borrow rounds its scaled balance up, and so does a partial
+reduction of a borrow or of any balance whose tokens leave the program (``is_leaving_drift``);
+a deposit rounds down. Reducing a balance by at least its whole token amount clears it exactly
+and the rest opens the opposite side.
 
-Deviations from the program: a :class:`PoolBalance` carries no balance type and is always a
-deposit (flipping it fails with ``CantUpdateSpotBalanceType``, as the program's does). Markets
-here have no ``paused_operations`` bit field, so interest accrual is never paused (the program
-skips it under ``SpotOperation::UpdateCumulativeInterest``). The program emits a
-``SpotInterestRecord`` from inside :func:`update_spot_market_cumulative_interest`; this function
-has no access to the record sink and returns the record for the instruction to emit.
-``update_spot_market_and_check_validity`` lives with the oracle validity rules.
+Deviations from the program: a ``PoolBalance`` carries no balance type and is always a deposit
+(flipping it fails with ``CantUpdateSpotBalanceType``, as the program's does). Markets here have
+no ``paused_operations`` bit field, so interest accrual is never paused (the program skips it
+under ``SpotOperation::UpdateCumulativeInterest``). The program emits a ``SpotInterestRecord``
+from inside :func:`update_spot_market_cumulative_interest`; this function has no record sink and
+returns the record for the calling instruction to emit (so does
+:func:`update_spot_market_and_check_validity`).
 """
 
 from __future__ import annotations
@@ -31,11 +30,18 @@ from protocol.constants import (
     IF_FACTOR_PRECISION,
     ONE_HOUR,
     ONE_MINUTE,
+    QUOTE_SPOT_MARKET_INDEX,
     SPOT_MARKET_TOKEN_TWAP_WINDOW,
 )
 from protocol.error_codes import ErrorCode
 from protocol.errors import MathError, ProtocolError
 from protocol.math.amm import sanitize_new_price
+from protocol.math.oracle import (
+    DriftAction,
+    get_max_confidence_interval_multiplier,
+    is_oracle_valid_for_action,
+    oracle_validity,
+)
 from protocol.math.spot_balance import (
     calculate_accumulated_interest,
     calculate_utilization,
@@ -48,8 +54,9 @@ from protocol.numeric import cast_i64, cast_u64, cast_u128, div_trunc
 from protocol.records import SpotInterestRecord
 from protocol.state.oracle import OraclePriceData
 from protocol.state.spot_market import PoolBalance, SpotMarket
+from protocol.state.state import ValidityGuardRails
 from protocol.state.user import SpotPosition
-from protocol.types import SpotBalanceType
+from protocol.types import MarketType, SpotBalanceType
 
 SpotBalance = SpotPosition | PoolBalance
 """What the program's ``SpotBalance`` trait covers here: a user's position or a pool balance."""
@@ -228,6 +235,46 @@ def update_spot_market_cumulative_interest(
             )
 
     update_spot_market_twap_stats(spot_market, oracle_price_data, now)
+    return record
+
+
+def update_spot_market_and_check_validity(
+    spot_market: SpotMarket,
+    oracle_price_data: OraclePriceData,
+    validity_guard_rails: ValidityGuardRails,
+    now: int,
+    action: DriftAction | None,
+) -> SpotInterestRecord | None:
+    """Accrue interest and refresh the TWAPs, then require the oracle to be valid for
+    ``action`` against the refreshed 1-hour oracle TWAP (``InvalidOracle``); the quote market
+    is not checked.
+
+    As in the program, the AMM staleness overrides are 0 here, so a spot oracle is never better
+    than "stale for immediate AMM fills": ``action=None`` (only ``Valid`` accepted) always fails
+    for a non-quote market.
+    """
+    record = update_spot_market_cumulative_interest(spot_market, oracle_price_data, now)
+    if spot_market.market_index == QUOTE_SPOT_MARKET_INDEX:
+        return record
+
+    risk_ema_price = spot_market.historical_oracle_data.last_oracle_price_twap
+    validity = oracle_validity(
+        MarketType.Spot,
+        spot_market.market_index,
+        risk_ema_price,
+        oracle_price_data,
+        validity_guard_rails,
+        get_max_confidence_interval_multiplier(spot_market),
+        spot_market.oracle_source,
+        0,
+        0,
+    )
+    if not is_oracle_valid_for_action(validity, action):
+        raise ProtocolError(
+            ErrorCode.InvalidOracle,
+            f"invalid oracle ({oracle_price_data} vs ema={risk_ema_price}) for spot market "
+            f"{spot_market.market_index} and action {action!r}",
+        )
     return record
 
 

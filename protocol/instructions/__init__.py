@@ -1,7 +1,15 @@
 """Every instruction the program accepts. Importing this package registers them all."""
 
-from protocol.instructions import oracle, user
+from protocol.instructions import funding, oracle, orders, user
+from protocol.instructions.funding import SettleFundingPayment, UpdateFundingRate
 from protocol.instructions.oracle import UpdateOracle
+from protocol.instructions.orders import (
+    CancelOrder,
+    CancelOrders,
+    ModifyOrder,
+    PlacePerpOrder,
+    PlaceSpotOrder,
+)
 from protocol.instructions.user import (
     Deposit,
     InitializeUser,
@@ -11,12 +19,21 @@ from protocol.instructions.user import (
 )
 
 __all__ = [
+    "CancelOrder",
+    "CancelOrders",
     "Deposit",
     "InitializeUser",
+    "ModifyOrder",
+    "PlacePerpOrder",
+    "PlaceSpotOrder",
+    "SettleFundingPayment",
     "TransferDeposit",
+    "UpdateFundingRate",
     "UpdateOracle",
     "UpdateUserDelegate",
     "Withdraw",
+    "funding",
     "oracle",
+    "orders",
     "user",
 ]

@@ -2,8 +2,12 @@
 
 Tokens enter and leave through the market's ``vault_amount`` (the program's token vault).
 Withdrawing more than the deposit borrows the difference, which passes only if the user still
-meets initial margin afterwards, the market's global withdraw/borrow guards allow it
-(seed 001), and — when the user ends up with liabilities — the market's oracle is valid.
+meets initial margin afterwards and the market's global withdraw/borrow guards allow it
+(seed 001). Seed 001's oracle guard is the program's withdraw margin check
+(:func:`~protocol.math.margin.meets_withdraw_margin_requirement`): a user with liabilities
+cannot withdraw while any liability oracle is invalid (``InvalidOracle``), a borrow in a market
+with an invalid oracle is such a liability, and collateral behind an invalid oracle counts for
+nothing.
 """
 
 from __future__ import annotations
@@ -24,18 +28,16 @@ from protocol.error_codes import ErrorCode
 from protocol.errors import InvalidParameter, ProtocolError
 from protocol.instructions.registry import handler, instruction
 from protocol.math.margin import (
-    calculate_margin_requirement_and_total_collateral,
     can_be_liquidated,
     meets_withdraw_margin_requirement,
 )
-from protocol.math.oracle import DriftAction, is_oracle_valid_for_action, oracle_validity
 from protocol.math.spot_balance import get_token_amount
 from protocol.numeric import div_trunc
 from protocol.records import DepositRecord, NewUserRecord
-from protocol.state.margin_calculation import MarginContext
+from protocol.state.oracle import OraclePriceData
 from protocol.state.spot_market import SpotMarket
 from protocol.state.user import User, UserStats
-from protocol.types import MarginRequirementType, MarketStatus, MarketType, SpotBalanceType
+from protocol.types import MarketStatus, SpotBalanceType
 
 
 @instruction(1)
@@ -123,43 +125,17 @@ def _deposit_record(
     )
 
 
+def _accrue_interest(accounts: Accounts, market: SpotMarket, price_data: OraclePriceData) -> None:
+    record = update_spot_market_cumulative_interest(
+        market, price_data, accounts.clock.unix_timestamp
+    )
+    if record is not None:
+        accounts.emit(record)
+
+
 def _require_positive(amount: int) -> None:
     if amount == 0:
         raise InvalidParameter("amount", "must be greater than zero", ErrorCode.InsufficientDeposit)
-
-
-def _enforce_oracle_guard(accounts: Accounts, user: User, market: SpotMarket) -> None:
-    """Seed 001's oracle guard: with an invalid oracle, no risk-increasing borrow and no
-    withdraw while the user has liabilities (a positive margin requirement)."""
-    price_data = accounts.oracle_price_data(market.oracle)
-    validity = oracle_validity(
-        MarketType.Spot,
-        market.market_index,
-        market.historical_oracle_data.last_oracle_price_twap,
-        price_data,
-        accounts.state.oracle_guard_rails.validity,
-        1,
-        market.oracle_source,
-    )
-    if is_oracle_valid_for_action(validity, DriftAction.MarginCalc):
-        return
-    position = user.get_spot_position(market.market_index)
-    is_borrow = position is not None and position.balance_type == SpotBalanceType.Borrow
-    if is_borrow:
-        raise ProtocolError(
-            ErrorCode.InvalidOracle,
-            f"oracle {market.oracle} is {validity.name}: borrowing is blocked",
-            field="market_index",
-        )
-    calc = calculate_margin_requirement_and_total_collateral(
-        user, accounts, MarginContext.standard(MarginRequirementType.Maintenance)
-    )
-    if calc.margin_requirement > 0:
-        raise ProtocolError(
-            ErrorCode.InvalidOracle,
-            f"oracle {market.oracle} is {validity.name}: withdraws with liabilities are blocked",
-            field="market_index",
-        )
 
 
 @handler(InitializeUser)
@@ -206,7 +182,7 @@ def deposit(accounts: Accounts, ix: Deposit) -> None:
     now = accounts.clock.unix_timestamp
     market = accounts.spot_market(ix.market_index)
     price_data = accounts.oracle_price_data(market.oracle)
-    update_spot_market_cumulative_interest(market, price_data, now)
+    _accrue_interest(accounts, market, price_data)
 
     amount = ix.amount
     position = user.force_get_spot_position_mut(ix.market_index)
@@ -255,7 +231,7 @@ def withdraw(accounts: Accounts, ix: Withdraw) -> None:
     now = accounts.clock.unix_timestamp
     market = accounts.spot_market(ix.market_index)
     price_data = accounts.oracle_price_data(market.oracle)
-    update_spot_market_cumulative_interest(market, price_data, now)
+    _accrue_interest(accounts, market, price_data)
 
     amount = ix.amount
     position = user.force_get_spot_position_mut(ix.market_index)
@@ -278,7 +254,6 @@ def withdraw(accounts: Accounts, ix: Withdraw) -> None:
         )
     market.vault_amount -= amount
     meets_withdraw_margin_requirement(user, accounts)
-    _enforce_oracle_guard(accounts, user, market)
     if user.is_being_liquidated():
         # passing the initial-margin check above means the user is healthy again
         user.exit_cross_margin_liquidation()
@@ -306,7 +281,7 @@ def transfer_deposit(accounts: Accounts, ix: TransferDeposit) -> None:
     now = accounts.clock.unix_timestamp
     market = accounts.spot_market(ix.market_index)
     price_data = accounts.oracle_price_data(market.oracle)
-    update_spot_market_cumulative_interest(market, price_data, now)
+    _accrue_interest(accounts, market, price_data)
 
     value = _token_value(ix.amount, price_data.price, market)
     from_user.total_withdraws += value
@@ -314,7 +289,6 @@ def transfer_deposit(accounts: Accounts, ix: TransferDeposit) -> None:
         ix.amount, SpotBalanceType.Borrow, market, from_user
     )
     meets_withdraw_margin_requirement(from_user, accounts)
-    _enforce_oracle_guard(accounts, from_user, market)
 
     to_user.total_deposits += value
     to_position = to_user.force_get_spot_position_mut(ix.market_index)

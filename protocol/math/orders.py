@@ -7,14 +7,14 @@ market's ``order_step_size`` / ``order_tick_size`` in those units.
 Rounding: sizes are standardized *down* to a step multiple (``standardize_base_asset_amount``)
 unless the ``_ceil`` variant is asked for; prices are standardized toward the passive side of
 the book (a bid rounds down, an ask rounds up) so standardizing never makes an order more
-aggressive. The program uses ``rem_euclid``; for the positive steps and ticks it is given that
-is Python's ``%`` even on negative prices (oracle offsets), which is why ``%`` appears here.
+aggressive. The program takes remainders with ``rem_euclid``, which for a positive step or tick
+is exactly Python's ``%`` (also on negative oracle offsets); that is the only use of ``%`` here.
 
-The AMM's quoting accessors the program keeps as ``AMM`` methods (``reserve_price``,
-``bid_price``, ``ask_price``, ``last_ask_premium``, ``last_bid_discount``) live here as
-``amm_*`` free functions. They read the spreads stored on the AMM (``long_spread``,
-``short_spread``), which the spread model keeps up to date; while those are zero the bid and
-the ask both equal the reserve price. ``reference_price_offset`` is not modelled (always 0).
+The AMM's quotes (``protocol.math.amm.bid_price`` / ``ask_price``) read the spreads stored on
+the AMM (``long_spread``, ``short_spread``), which the spread model keeps up to date; while
+those are zero the bid and the ask both equal the reserve price. ``last_ask_premium`` and
+``last_bid_discount`` (``AMM`` methods in the program) are here because only order math uses
+them.
 
 ``calculate_base_asset_amount_to_trade_to_price`` is the program's ``math/amm_spread.rs``
 function of that name; it sits here because only order math uses it so far.
@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocol.constants import BID_ASK_SPREAD_PRECISION, PEG_PRECISION, PRICE_PRECISION
+from protocol.constants import PEG_PRECISION, PRICE_PRECISION
 from protocol.error_codes import ErrorCode
 from protocol.errors import MathError, ProtocolError
-from protocol.math.amm import calculate_price
+from protocol.math.amm import ask_price, bid_price, reserve_price
 from protocol.numeric import cast_u64, div_trunc, sqrt, unsigned_abs
 from protocol.state.perp_market import AMM, PerpMarket
 from protocol.state.user import Order
@@ -100,44 +100,16 @@ def standardize_price_i64(price: int, tick_size: int, direction: PositionDirecti
     return price + tick_size - remainder
 
 
-# --- the AMM's quotes ---------------------------------------------------------------------------
-def amm_reserve_price(amm: AMM) -> int:
-    """``AMM::reserve_price``: the curve's mid price (PRICE_PRECISION)."""
-    return calculate_price(amm.quote_asset_reserve, amm.base_asset_reserve, amm.peg_multiplier)
-
-
-def amm_bid_price(amm: AMM, reserve_price: int) -> int:
-    """``AMM::bid_price``: ``reserve * (1 - short_spread)``, truncated."""
-    multiplier = BID_ASK_SPREAD_PRECISION - amm.short_spread
-    return cast_u64(div_trunc(reserve_price * multiplier, BID_ASK_SPREAD_PRECISION))
-
-
-def amm_ask_price(amm: AMM, reserve_price: int) -> int:
-    """``AMM::ask_price``: ``reserve * (1 + long_spread)``, truncated."""
-    multiplier = BID_ASK_SPREAD_PRECISION + amm.long_spread
-    return cast_u64(div_trunc(reserve_price * multiplier, BID_ASK_SPREAD_PRECISION))
-
-
-def amm_bid_ask_price(amm: AMM) -> tuple[int, int]:
-    """``AMM::bid_ask_price(reserve_price)``: the AMM's current (bid, ask).
-
-    Uses the stored ``short_spread`` / ``long_spread``; the AMM spread model (which recomputes
-    them from inventory, volatility and revenue) replaces the values, not this function. With
-    zero spreads both sides are the reserve price.
-    """
-    reserve_price = amm_reserve_price(amm)
-    return amm_bid_price(amm, reserve_price), amm_ask_price(amm, reserve_price)
-
-
-def amm_last_ask_premium(amm: AMM) -> int:
+# --- the AMM's quotes ---------------------------------------------------------------------
+def last_ask_premium(amm: AMM) -> int:
     """``AMM::last_ask_premium``: how far the AMM's ask sits above the last oracle price."""
-    ask = amm_ask_price(amm, amm_reserve_price(amm))
+    ask = ask_price(amm, reserve_price(amm))
     return ask - amm.historical_oracle_data.last_oracle_price
 
 
-def amm_last_bid_discount(amm: AMM) -> int:
+def last_bid_discount(amm: AMM) -> int:
     """``AMM::last_bid_discount``: how far the AMM's bid sits below the last oracle price."""
-    bid = amm_bid_price(amm, amm_reserve_price(amm))
+    bid = bid_price(amm, reserve_price(amm))
     return amm.historical_oracle_data.last_oracle_price - bid
 
 
@@ -148,13 +120,13 @@ def get_price_for_perp_order(
     behind the AMM's opposing quote if it would otherwise cross it."""
     limit_price = standardize_price(price, amm.order_tick_size, direction)
     if post_only == PostOnlyParam.Slide:
-        reserve_price = amm_reserve_price(amm)
+        amm_reserve_price = reserve_price(amm)
         if direction == PositionDirection.Long:
-            amm_ask = amm_ask_price(amm, reserve_price)
+            amm_ask = ask_price(amm, amm_reserve_price)
             if limit_price >= amm_ask:
                 limit_price = cast_u64(amm_ask - amm.order_tick_size)
         else:
-            amm_bid = amm_bid_price(amm, reserve_price)
+            amm_bid = bid_price(amm, amm_reserve_price)
             if limit_price <= amm_bid:
                 limit_price = amm_bid + amm.order_tick_size
     return limit_price
@@ -171,9 +143,7 @@ def calculate_base_asset_amount_to_trade_to_price(
     the AMM has a base spread.
     """
     if limit_price <= 0:
-        raise ProtocolError(
-            ErrorCode.InvalidOrderLimitPrice, "limit_price <= 0", field="price"
-        )
+        raise ProtocolError(ErrorCode.InvalidOrderLimitPrice, "limit_price <= 0", field="price")
     invariant = amm.sqrt_k * amm.sqrt_k
     new_base_asset_reserve_squared = div_trunc(
         div_trunc(invariant * PRICE_PRECISION, limit_price) * amm.peg_multiplier, PEG_PRECISION
@@ -365,7 +335,7 @@ def update_open_bids_and_asks(order: Order) -> bool:
     )
 
 
-# --- encoding helpers -------------------------------------------------------------------------------
+# --- encoding helpers ---------------------------------------------------------------------
 def get_posted_slot_from_clock_slot(slot: int) -> int:
     """The low byte of the slot an order was posted in (``Order.posted_slot_tail``)."""
     return slot & 0xFF

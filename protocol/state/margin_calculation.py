@@ -4,9 +4,10 @@ Units: ``total_collateral`` and every ``*_value`` are QUOTE_PRECISION (signed wh
 be negative); ``margin_requirement`` is QUOTE_PRECISION and never negative; ``margin_buffer`` is
 MARGIN_PRECISION (1e4 = 100%).
 
-:class:`MarginContext` says *how* to measure (which requirement type, strict TWAP-aware prices,
-whether deposits behind an invalid oracle count, the liquidation buffer); :class:`MarginCalculation`
-accumulates the result while :func:`protocol.math.margin.calculate_margin_requirement_and_total_collateral_and_liability_info`
+:class:`MarginContext` says *how* to measure (which requirement type, strict TWAP-aware
+prices, whether deposits behind an invalid oracle count, the liquidation buffer);
+:class:`MarginCalculation` accumulates the result while
+``protocol.math.margin.calculate_margin_requirement_and_total_collateral_and_liability_info``
 walks the user's positions.
 
 Deviations from the program, all because this model has only cross margin:
@@ -100,9 +101,7 @@ class MarginContext:
     def with_margin_ratio_override(self, margin_ratio_override: int) -> MarginContext:
         return dataclasses.replace(self, margin_ratio_override=margin_ratio_override)
 
-    def track_market_margin_requirement(
-        self, market_identifier: MarketIdentifier
-    ) -> MarginContext:
+    def track_market_margin_requirement(self, market_identifier: MarketIdentifier) -> MarginContext:
         if self.mode != MarginCalculationMode.Liquidation:
             raise ProtocolError(
                 ErrorCode.InvalidMarginCalculation, "can only track a market in liquidation mode"
@@ -218,9 +217,7 @@ class MarginCalculation:
         """How much buffered requirement is not covered (QUOTE_PRECISION, >= 0)."""
         if self.context.margin_buffer == 0:
             raise ProtocolError(ErrorCode.InvalidMarginCalculation, "margin buffer not enabled")
-        return max(
-            self.margin_requirement_plus_buffer - self.get_total_collateral_plus_buffer(), 0
-        )
+        return max(self.margin_requirement_plus_buffer - self.get_total_collateral_plus_buffer(), 0)
 
     def tracked_market_margin_shortage(self, margin_shortage: int) -> int:
         """The tracked market's pro-rata share of ``margin_shortage`` (truncated)."""

@@ -162,5 +162,3 @@ class SpotMarket:
             AssetTier.Cross: 5,
             AssetTier.Isolated: 3,
         }.get(self.asset_tier)
-
-

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol.error_codes import ErrorCode
-from protocol.errors import Rejected
+from protocol.errors import InvalidParameter, Rejected
 from protocol.instructions import Deposit, InitializeUser, UpdateUserDelegate, Withdraw
 from protocol.program import Executed
 from protocol.records import DepositRecord, NewUserRecord
@@ -131,7 +131,13 @@ def test_unknown_instruction_tag_is_rejected(world: World) -> None:
 
 
 def test_out_of_range_field_is_named(world: World) -> None:
-    tx = Transaction.sign([Deposit(ALICE.pubkey, 0, USDC, -5)], world.slot, [ALICE])
+    with pytest.raises(InvalidParameter) as err:  # the signer's side refuses to encode it
+        Transaction.sign([Deposit(ALICE.pubkey, 0, USDC, -5)], world.slot, [ALICE])
+    assert err.value.field == "instructions[0].amount"
+    # and the program refuses a transaction carrying it, whatever its signatures say
+    tx = Transaction(
+        (Deposit(ALICE.pubkey, 0, USDC, -5),), world.slot, (ALICE.pubkey,), (bytes(64),)
+    )
     result = world.program.execute(tx, world.clock)
     assert isinstance(result, Rejected)
     assert result.code == ErrorCode.InvalidParameter

@@ -57,6 +57,7 @@ def make_state(sol_price: int = 100 * PRICE_PRECISION) -> ProgramState:
         last_twap_ts=START_TS,
         order_step_size=1,
         order_tick_size=1,
+        withdraw_guard_threshold=10_000 * 10**6,
     )
     sol = SpotMarket(
         market_index=SOL,
@@ -77,6 +78,7 @@ def make_state(sol_price: int = 100 * PRICE_PRECISION) -> ProgramState:
         order_step_size=10_000_000,
         order_tick_size=100,
         min_order_size=10_000_000,
+        withdraw_guard_threshold=100 * 10**9,
     )
     sqrt_k = 10_000 * AMM_RESERVE_PRECISION
     perp = PerpMarket(
