@@ -3,7 +3,12 @@
 The user's authority or delegate signs. Immediate-or-cancel orders only make sense inside a
 fill (place-and-take / place-and-make), so plain placement rejects them (``InvalidOrderIOC``)
 as the program does. Order logic and every rejection code live in
-:mod:`protocol.controller.orders`; these handlers only authorise and dispatch.
+:mod:`protocol.controller.orders`; these handlers authorise, check the wire params and dispatch.
+
+Deviation: the program accepts a limit or trigger price that is not a multiple of the market's
+tick size and rounds it when the order is priced. Here such a price is bad input, rejected up
+front with ``InvalidOrderLimitPrice`` naming ``params.price`` / ``params.trigger_price``, so what
+a user signed is exactly what rests on the book.
 """
 
 from __future__ import annotations
@@ -75,6 +80,21 @@ class ModifyOrder:
     user_order_id: U8 | None = None
 
 
+def _check_on_tick(params: OrderParams, tick_size: int) -> None:
+    if tick_size > 1 and params.price % tick_size != 0:
+        raise InvalidParameter(
+            "params.price",
+            f"{params.price} is not a multiple of the tick size {tick_size}",
+            ErrorCode.InvalidOrderLimitPrice,
+        )
+    if tick_size > 1 and params.trigger_price is not None and params.trigger_price % tick_size:
+        raise InvalidParameter(
+            "params.trigger_price",
+            f"{params.trigger_price} is not a multiple of the tick size {tick_size}",
+            ErrorCode.InvalidOrderLimitPrice,
+        )
+
+
 def _check_params(params: OrderParams, market_type: MarketType) -> None:
     if params.market_type != market_type:
         raise InvalidParameter(
@@ -99,6 +119,7 @@ def _one_order_id(order_id: int | None, user_order_id: int | None) -> None:
 def handle_place_perp_order(accounts: Accounts, ix: PlacePerpOrder) -> None:
     user = accounts.authorized_user((ix.authority, ix.sub_account_id))
     _check_params(ix.params, MarketType.Perp)
+    _check_on_tick(ix.params, accounts.perp_market(ix.params.market_index).amm.order_tick_size)
     place_perp_order(accounts, user.key, ix.params)
 
 
@@ -106,6 +127,7 @@ def handle_place_perp_order(accounts: Accounts, ix: PlacePerpOrder) -> None:
 def handle_place_spot_order(accounts: Accounts, ix: PlaceSpotOrder) -> None:
     user = accounts.authorized_user((ix.authority, ix.sub_account_id))
     _check_params(ix.params, MarketType.Spot)
+    _check_on_tick(ix.params, accounts.spot_market(ix.params.market_index).order_tick_size)
     place_spot_order(accounts, user.key, ix.params)
 
 
