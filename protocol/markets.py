@@ -277,8 +277,22 @@ def default_spot_markets(
             order_step_size=cfg.order_step_size,
             order_tick_size=cfg.order_tick_size,
             min_order_size=cfg.order_step_size,
+            withdraw_guard_threshold=_tokens_for_notional(
+                DEFAULT_WITHDRAW_GUARD_NOTIONAL, price, cfg.decimals
+            ),
         )
     return markets
+
+
+# Withdrawals and borrows below this notional never trip the global guards (seed 001 only
+# bounds "sizes above the withdraw_guard_threshold"); it lets a fresh market, whose deposit and
+# borrow EMAs start at zero, take its first borrows.
+DEFAULT_WITHDRAW_GUARD_NOTIONAL = 100_000 * QUOTE_PRECISION
+
+
+def _tokens_for_notional(notional: int, price: int, decimals: int) -> int:
+    """Tokens (mint units) worth ``notional`` (QUOTE_PRECISION) at ``price`` (PRICE_PRECISION)."""
+    return div_trunc(notional * 10**decimals, price)
 
 
 def _default_amm(cfg: PerpMarketConfig, price: int, now: int, slot: int) -> AMM:
