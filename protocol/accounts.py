@@ -42,6 +42,8 @@ class ProgramState:
     oracles: dict[str, OracleAccount] = field(default_factory=dict)
     users: dict[UserKey, User] = field(default_factory=dict)
     user_stats: dict[bytes, UserStats] = field(default_factory=dict)
+    # signed-intent uuids each user has used, with the last slot the intent was placeable
+    signed_msg_uuids: dict[UserKey, dict[bytes, int]] = field(default_factory=dict)
 
 
 class MarketReader(Protocol):
@@ -68,6 +70,7 @@ class Accounts:
         "_spot",
         "_user_stats",
         "_users",
+        "_uuids",
         "clock",
         "signers",
     )
@@ -81,6 +84,7 @@ class Accounts:
         self._oracles: dict[str, OracleAccount] = {}
         self._users: dict[UserKey, User] = {}
         self._user_stats: dict[bytes, UserStats] = {}
+        self._uuids: dict[UserKey, dict[bytes, int]] = {}
         self._records: list[Record] = []
 
     # --- global config ------------------------------------------------------------------
@@ -190,6 +194,28 @@ class Accounts:
         if pubkey not in self.signers:
             raise ProtocolError(ErrorCode.UnauthorizedSigner, "not a signer", field=field_name)
 
+    # --- signed intents ---------------------------------------------------------------------
+    def use_signed_msg_uuid(self, key: UserKey, uuid: bytes, max_slot: int) -> None:
+        """Record that ``key`` used ``uuid`` (placeable until ``max_slot``); a uuid still
+        remembered is a replay (``InvalidSignedMsgOrderId``). Uuids whose intents have expired
+        are forgotten here: an expired intent is refused for its age anyway."""
+        used = self._uuids.get(key)
+        if used is None:
+            slot = self.clock.slot
+            used = {
+                u: last
+                for u, last in self._base.signed_msg_uuids.get(key, {}).items()
+                if last >= slot
+            }
+            self._uuids[key] = used
+        if uuid in used:
+            raise ProtocolError(
+                ErrorCode.InvalidSignedMsgOrderId,
+                f"uuid {uuid.hex()} was already used by this user",
+                field="intent.uuid",
+            )
+        used[uuid] = max_slot
+
     # --- records --------------------------------------------------------------------------
     def emit(self, record: Record) -> None:
         self._records.append(record)
@@ -207,3 +233,8 @@ class Accounts:
         base.oracles.update(self._oracles)
         base.users.update(self._users)
         base.user_stats.update(self._user_stats)
+        for key, used in self._uuids.items():
+            if used:
+                base.signed_msg_uuids[key] = used
+            else:
+                base.signed_msg_uuids.pop(key, None)
