@@ -70,8 +70,12 @@ ONE_YEAR: Final = 31_536_000
 
 # --- quote amounts -----------------------------------------------------------------------------
 ONE_HUNDRED_MILLION_QUOTE: Final = 100_000_000 * QUOTE_PRECISION
+TEN_MILLION_QUOTE: Final = 10_000_000 * QUOTE_PRECISION
+FIVE_MILLION_QUOTE: Final = 5_000_000 * QUOTE_PRECISION
 ONE_MILLION_QUOTE: Final = 1_000_000 * QUOTE_PRECISION
+TWO_HUNDRED_FIFTY_THOUSAND_QUOTE: Final = 250_000 * QUOTE_PRECISION
 ONE_HUNDRED_THOUSAND_QUOTE: Final = 100_000 * QUOTE_PRECISION
+TWENTY_FIVE_THOUSAND_QUOTE: Final = 25_000 * QUOTE_PRECISION
 TEN_THOUSAND_QUOTE: Final = 10_000 * QUOTE_PRECISION
 ONE_THOUSAND_QUOTE: Final = 1_000 * QUOTE_PRECISION
 TWO_HUNDRED_FIFTY_QUOTE: Final = 250 * QUOTE_PRECISION
@@ -85,6 +89,8 @@ OPEN_ORDER_MARGIN_REQUIREMENT: Final = QUOTE_PRECISION // 100
 LP_FEE_SLICE_NUMERATOR: Final = 8
 LP_FEE_SLICE_DENOMINATOR: Final = 10
 MAX_REFERRER_REWARD_EPOCH_UPPER_BOUND: Final = 150_000 * QUOTE_PRECISION
+# Fee-pool surplus (QUOTE) above which a perp market's fees may flow to the revenue pool.
+FEE_POOL_TO_REVENUE_POOL_THRESHOLD: Final = TWO_HUNDRED_FIFTY_QUOTE
 # The share of exchange fees a perp market keeps out of reach of funding/repeg/k costs (1/2).
 SHARE_OF_FEES_ALLOCATED_TO_DRIFT_NUMERATOR: Final = 1
 SHARE_OF_FEES_ALLOCATED_TO_DRIFT_DENOMINATOR: Final = 2
@@ -104,6 +110,16 @@ MAX_BID_ASK_INVENTORY_SKEW_FACTOR: Final = 10 * BID_ASK_SPREAD_PRECISION
 DEFAULT_MAX_TWAP_UPDATE_PRICE_BAND_DENOMINATOR: Final = 3
 DEFAULT_BASE_ASSET_AMOUNT_STEP_SIZE: Final = BASE_PRECISION // 10_000
 DEFAULT_QUOTE_ASSET_AMOUNT_TICK_SIZE: Final = PRICE_PRECISION // DEFAULT_BASE_ASSET_AMOUNT_STEP_SIZE
+# k updates: scale factors are K_BPS_UPDATE_SCALE-based ratios (1e6 = unchanged)
+K_BPS_UPDATE_SCALE: Final = PERCENTAGE_PRECISION
+MAX_K_BPS_INCREASE: Final = TEN_BPS  # one formulaic step raises k by at most 0.1%
+MAX_K_BPS_DECREASE: Final = TWO_PT_TWO_PCT  # ... and lowers it by at most 2.2%
+HUNDRENTH_OF_CENT: Final = PRICE_PRECISION // 10_000  # the program's spelling
+MAX_UPDATE_K_PRICE_CHANGE: Final = HUNDRENTH_OF_CENT  # admin k updates may move price <= $0.0001
+# spreads widen 10x while the market's fee pool is empty
+DEFAULT_LARGE_BID_ASK_FACTOR: Final = 10 * BID_ASK_SPREAD_PRECISION
+# spreads start retreating once a funding period loses more than $25
+DEFAULT_REVENUE_SINCE_LAST_FUNDING_SPREAD_RETREAT: Final = -25 * QUOTE_PRECISION
 
 # --- funding -------------------------------------------------------------------------------
 FUNDING_RATE_OFFSET_DENOMINATOR: Final = 5000  # 7.3% annualized for hourly funding

@@ -146,11 +146,20 @@ class Program:
                 ErrorCode.DuplicateTransaction, "already executed", field="signatures[0]"
             )
 
+    def remember(self, signature: bytes, recent_slot: int) -> None:
+        """Put an already-committed transaction id into the replay window without executing it.
+
+        For a restart from a snapshot: a transaction committed before the snapshot whose
+        ``recent_slot`` is still fresh must stay a ``DuplicateTransaction``, and the snapshot
+        holds accounts, not the window. Ids already remembered are left as they are.
+        """
+        if signature in self._recent_ids:
+            return
+        self._recent_ids.add(signature)
+        self._recent_by_slot.setdefault(recent_slot, []).append(signature)
+
     def _remember(self, verified: VerifiedTransaction) -> None:
-        self._recent_ids.add(verified.signature)
-        self._recent_by_slot.setdefault(verified.transaction.recent_slot, []).append(
-            verified.signature
-        )
+        self.remember(verified.signature, verified.transaction.recent_slot)
 
     def _forget_before(self, oldest_fresh_slot: int) -> None:
         # An id can only be replayed while its recent_slot is still fresh; older ones can go.

@@ -115,6 +115,56 @@ class SpotInterestRecord:
     ts: int
 
 
+@dataclass(frozen=True, slots=True)
+class CurveRecord:
+    """The AMM's curve moved (repeg, k change). Reserves AMM_RESERVE_PRECISION, peg
+    PEG_PRECISION, ``adjustment_cost`` QUOTE_PRECISION (positive: the market paid)."""
+
+    ts: int
+    record_id: int
+    market_index: int
+    peg_multiplier_before: int
+    base_asset_reserve_before: int
+    quote_asset_reserve_before: int
+    sqrt_k_before: int
+    peg_multiplier_after: int
+    base_asset_reserve_after: int
+    quote_asset_reserve_after: int
+    sqrt_k_after: int
+    base_asset_amount_long: int
+    base_asset_amount_short: int
+    base_asset_amount_with_amm: int
+    number_of_users: int
+    total_fee: int
+    total_fee_minus_distributions: int
+    adjustment_cost: int
+    oracle_price: int
+    fill_record: int
+
+
+@dataclass(frozen=True, slots=True)
+class SettlePnlRecord:
+    """A user's perp PnL moved between its quote (USDC) balance and the market's pnl pool.
+
+    ``pnl`` (QUOTE_PRECISION) is what the user received (negative: paid into the pool);
+    ``quote_asset_amount_after`` and ``quote_entry_amount`` are the position's after settling;
+    ``settle_price`` the oracle price used (PRICE_PRECISION). ``explanation`` is ``""`` for an
+    ordinary settlement (the program's ``SettlePnlExplanation::None``) or
+    ``"expired_position"``.
+    """
+
+    authority: bytes
+    sub_account_id: int
+    market_index: int
+    pnl: int
+    base_asset_amount: int
+    quote_asset_amount_after: int
+    quote_entry_amount: int
+    settle_price: int
+    explanation: str
+    ts: int
+
+
 Record = (
     NewUserRecord
     | DepositRecord
@@ -123,6 +173,8 @@ Record = (
     | FundingPaymentRecord
     | OracleUpdateRecord
     | SpotInterestRecord
+    | SettlePnlRecord
+    | CurveRecord
 )
 
 

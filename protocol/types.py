@@ -13,6 +13,13 @@ class PositionDirection(IntEnum):
         return PositionDirection.Short if self is PositionDirection.Long else PositionDirection.Long
 
 
+class SwapDirection(IntEnum):
+    """Which way base moves into the AMM: ``Add`` base (a user sells), ``Remove`` base (buys)."""
+
+    Add = 0
+    Remove = 1
+
+
 class MarketType(IntEnum):
     Spot = 0
     Perp = 1

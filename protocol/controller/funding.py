@@ -33,8 +33,6 @@ Deviations:
   map); as in the program's instruction, the AMM update (``_update_amm``, which sets
   ``amm.last_update_slot``) is expected to run first: :func:`update_funding_rate` refuses to
   update an AMM last updated more than ``funding_period`` slots ago.
-* The quote bookkeeping of ``controller/position.rs`` (``update_quote_asset_amount``,
-  ``update_quote_break_even_amount``) is reproduced privately here.
 """
 
 from __future__ import annotations
@@ -46,6 +44,7 @@ from protocol.constants import (
     ONE_HOUR,
     TWENTY_FOUR_HOUR,
 )
+from protocol.controller.position import update_quote_asset_and_break_even_amount
 from protocol.math.amm import (
     ask_price,
     bid_price,
@@ -220,28 +219,6 @@ def _settle_position_funding(
         ts=now,
     )
     position.last_cumulative_funding_rate = cast_i64(amm_cumulative_funding_rate)
-    _update_quote_asset_and_break_even_amount(position, market, market_funding_payment)
+    update_quote_asset_and_break_even_amount(position, market, market_funding_payment)
     amm.net_unsettled_funding_pnl -= market_funding_payment
     return record
-
-
-def _update_quote_asset_and_break_even_amount(
-    position: PerpPosition, market: PerpMarket, delta: int
-) -> None:
-    """``controller/position.rs`` (``update_quote_asset_amount`` then
-    ``update_quote_break_even_amount``): credit ``delta`` (QUOTE) to the position's quote and
-    break-even amounts and to the market's matching totals.
-
-    Funding is only settled on positions with base, so the program's ``number_of_users``
-    bookkeeping (for positions that open or close with this delta) and its "no base, no
-    break-even" guard never apply here.
-    """
-    if delta == 0:
-        return
-    position.quote_asset_amount = cast_i64(position.quote_asset_amount + delta)
-    market.amm.quote_asset_amount += delta
-    position.quote_break_even_amount = cast_i64(position.quote_break_even_amount + delta)
-    if position.get_direction() is PositionDirection.Long:
-        market.amm.quote_break_even_amount_long += delta
-    else:
-        market.amm.quote_break_even_amount_short += delta

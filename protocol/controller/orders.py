@@ -33,10 +33,9 @@ Deviations from the program, and why:
   program sizes it with ``calculate_max_perp_order_size``, which this model does not have yet.
 * the program also keeps user-level ``open_orders`` / ``open_auctions`` counters; this model
   counts open orders per position only (``user.orders`` is the user-level list).
-* ``increase_open_bids_and_asks`` / ``decrease_open_bids_and_asks`` are the program's
-  ``controller/position.rs`` functions, ``validate_user_not_being_liquidated`` is
-  ``math/liquidation.rs`` and ``validate_spot_margin_trading`` is ``math/margin.rs``; they are
-  here because only order placement uses them so far.
+* ``validate_user_not_being_liquidated`` is ``math/liquidation.rs`` and
+  ``validate_spot_margin_trading`` is ``math/margin.rs``; they are here because only order
+  placement uses them so far.
 """
 
 from __future__ import annotations
@@ -45,6 +44,10 @@ from dataclasses import dataclass
 
 from protocol.accounts import Accounts, MarketReader
 from protocol.constants import QUOTE_SPOT_MARKET_INDEX
+from protocol.controller.position import (
+    decrease_open_bids_and_asks,
+    increase_open_bids_and_asks,
+)
 from protocol.controller.spot_position import (
     decrease_spot_open_bids_and_asks,
     increase_spot_open_bids_and_asks,
@@ -129,26 +132,6 @@ class PlaceOrderOptions:
         if self.signed_msg_taker_order_slot is None:
             return order_slot
         return min(order_slot, self.signed_msg_taker_order_slot)
-
-
-# --- position bookkeeping (controller/position.rs) --------------------------------------------
-def increase_open_bids_and_asks(
-    position: PerpPosition, direction: PositionDirection, base_asset_amount_unfilled: int
-) -> None:
-    if direction == PositionDirection.Long:
-        position.open_bids += base_asset_amount_unfilled
-    else:
-        position.open_asks -= base_asset_amount_unfilled
-
-
-def decrease_open_bids_and_asks(
-    position: PerpPosition, direction: PositionDirection, base_asset_amount_unfilled: int
-) -> None:
-    """Clamped at zero like the program, so a stale amount never flips the sign."""
-    if direction == PositionDirection.Long:
-        position.open_bids = max(position.open_bids - base_asset_amount_unfilled, 0)
-    else:
-        position.open_asks = min(position.open_asks + base_asset_amount_unfilled, 0)
 
 
 # --- account-level checks -------------------------------------------------------------------------

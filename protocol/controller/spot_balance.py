@@ -20,7 +20,9 @@ no ``paused_operations`` bit field, so interest accrual is never paused (the pro
 under ``SpotOperation::UpdateCumulativeInterest``). The program emits a ``SpotInterestRecord``
 from inside :func:`update_spot_market_cumulative_interest`; this function has no record sink and
 returns the record for the calling instruction to emit (so does
-:func:`update_spot_market_and_check_validity`).
+:func:`update_spot_market_and_check_validity`). Reducing a balance worth less than one token
+unit (dust) by any amount clears the dust before the rest opens the other side; the program
+flips the dust to the other side, where the market still counts it on the first side.
 """
 
 from __future__ import annotations
@@ -329,6 +331,14 @@ def update_spot_balances(
             token_amount -= token_delta
 
         if token_amount > 0:
+            dust = spot_balance.scaled_balance
+            if dust != 0:
+                # Deviation: a balance worth less than one token unit would otherwise flip
+                # sides with it, counted by the market as a deposit and by the position as a
+                # borrow. The program does that; here the dust is cleared first, so market
+                # totals always equal the positions (tests: conservation properties).
+                decrease_spot_balance(dust, spot_market, balance_type)
+                _decrease_balance(spot_balance, dust)
             _update_balance_type(spot_balance, update_direction)
             round_up = update_direction == SpotBalanceType.Borrow
             balance_delta = get_spot_balance(token_amount, spot_market, update_direction, round_up)

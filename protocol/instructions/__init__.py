@@ -1,6 +1,7 @@
 """Every instruction the program accepts. Importing this package registers them all."""
 
-from protocol.instructions import funding, oracle, orders, user
+from protocol.instructions import amm, funding, oracle, orders, pnl, user
+from protocol.instructions.amm import RepegAmmCurve, UpdateAmm, UpdateK
 from protocol.instructions.funding import SettleFundingPayment, UpdateFundingRate
 from protocol.instructions.oracle import UpdateOracle
 from protocol.instructions.orders import (
@@ -10,6 +11,7 @@ from protocol.instructions.orders import (
     PlacePerpOrder,
     PlaceSpotOrder,
 )
+from protocol.instructions.pnl import SettlePnl
 from protocol.instructions.user import (
     Deposit,
     InitializeUser,
@@ -26,14 +28,20 @@ __all__ = [
     "ModifyOrder",
     "PlacePerpOrder",
     "PlaceSpotOrder",
+    "RepegAmmCurve",
     "SettleFundingPayment",
+    "SettlePnl",
     "TransferDeposit",
+    "UpdateAmm",
     "UpdateFundingRate",
+    "UpdateK",
     "UpdateOracle",
     "UpdateUserDelegate",
     "Withdraw",
+    "amm",
     "funding",
     "oracle",
     "orders",
+    "pnl",
     "user",
 ]

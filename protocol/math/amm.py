@@ -1,6 +1,24 @@
-"""The virtual AMM's price math (the program's ``math/amm.rs``).
+"""The virtual AMM's price, swap and TWAP math (the program's ``math/amm.rs``).
 
-Units: reserves AMM_RESERVE_PRECISION (1e9), peg PEG_PRECISION (1e6), prices PRICE_PRECISION.
+Units: reserves and ``sqrt_k`` AMM_RESERVE_PRECISION (1e9), peg PEG_PRECISION (1e6), prices
+PRICE_PRECISION (1e6), quote amounts QUOTE_PRECISION (1e6), base amounts BASE_PRECISION (1e9),
+spreads BID_ASK_SPREAD_PRECISION (1e6).
+
+The curve is ``base_asset_reserve * quote_asset_reserve = sqrt_k**2``, priced at
+``quote * peg / base``. The program's ``U192`` intermediates are Python ints here; every
+division truncates as the program's unsigned division does, and the checked casts raise where
+the program's ``try_to_u128`` / ``cast`` would.
+
+Rounding favours the AMM: a swap's new output reserve is ``k / new_input`` truncated, so the
+AMM keeps the remainder; a user removing base (buying) pays one extra reserve unit and one
+extra quote unit (:func:`calculate_quote_asset_amount_swapped`). Hence a buy followed by a sell
+of the same base never leaves the AMM with less quote.
+
+Sections: curve and swap math (bounds, swaps, terminal reserves, open liquidity), the AMM
+accessors the program defines as ``AMM`` methods (free functions taking the AMM first),
+position valuation against the curve (the program's ``math/position.rs`` and ``math/pnl.rs``
+functions that value a base amount by swapping it back through the reserves, kept here beside
+the swap they wrap), and the oracle and mark TWAPs.
 """
 
 from __future__ import annotations
@@ -9,6 +27,7 @@ from enum import IntEnum
 
 from protocol.constants import (
     BID_ASK_SPREAD_PRECISION,
+    CONCENTRATION_PRECISION,
     DEFAULT_MAX_TWAP_UPDATE_PRICE_BAND_DENOMINATOR,
     FIVE_MINUTE,
     ONE_HOUR,
@@ -17,17 +36,29 @@ from protocol.constants import (
     PRICE_TO_PEG_PRECISION_RATIO,
 )
 from protocol.error_codes import ErrorCode
-from protocol.errors import ProtocolError
+from protocol.errors import MathError, ProtocolError
+from protocol.math.quote_asset import reserve_to_asset_amount
 from protocol.math.stats import (
     calculate_new_twap,
     calculate_rolling_sum,
     calculate_weighted_average,
 )
-from protocol.numeric import cast_i64, cast_u64, cast_u128, clamp, div_trunc, sign, unsigned_abs
+from protocol.numeric import (
+    U64_MAX,
+    cast_i32,
+    cast_i64,
+    cast_i128,
+    cast_u64,
+    cast_u128,
+    clamp,
+    div_trunc,
+    sign,
+    unsigned_abs,
+)
 from protocol.state.oracle import OraclePriceData
 from protocol.state.perp_market import AMM, PerpMarket
 from protocol.state.state import PriceDivergenceGuardRails
-from protocol.types import ContractTier, PositionDirection
+from protocol.types import ContractTier, PositionDirection, SwapDirection
 
 
 def calculate_price(quote_asset_reserve: int, base_asset_reserve: int, peg_multiplier: int) -> int:
@@ -60,6 +91,268 @@ def sanitize_new_price(
 
 
 # =============================================================================================
+# Curve and swap math
+# =============================================================================================
+
+
+def get_proportion_u128(value: int, numerator: int, denominator: int) -> int:
+    """``helpers.rs::get_proportion_u128``: ``value * numerator / denominator``, truncated.
+
+    The program splits this into branches to stay inside ``u128``; every branch yields the
+    truncated quotient, which Python's unbounded ints compute directly.
+    """
+    if numerator == denominator:
+        return value
+    return cast_u128(div_trunc(value * numerator, denominator))
+
+
+def calculate_bid_ask_bounds(concentration_coef: int, sqrt_k: int) -> tuple[int, int]:
+    """``(min_base_asset_reserve, max_base_asset_reserve)``: how far the base reserve may move
+    from ``sqrt_k`` (a balanced curve's reserve) if every bid, or every ask, were filled."""
+    if not concentration_coef > CONCENTRATION_PRECISION:
+        raise ProtocolError(
+            ErrorCode.InvalidConcentrationCoef,
+            f"concentration_coef={concentration_coef} <= "
+            f"CONCENTRATION_PRECISION={CONCENTRATION_PRECISION}",
+        )
+    ask_bounded_base = get_proportion_u128(sqrt_k, concentration_coef, CONCENTRATION_PRECISION)
+    bid_bounded_base = get_proportion_u128(sqrt_k, CONCENTRATION_PRECISION, concentration_coef)
+    return bid_bounded_base, ask_bounded_base
+
+
+def _calculate_market_open_bids_asks(
+    base_asset_reserve: int, min_base_asset_reserve: int, max_base_asset_reserve: int
+) -> tuple[int, int]:
+    """``(max_bids, max_asks)`` (BASE_PRECISION): the base the AMM can still buy (>= 0) and
+    sell (<= 0) before its reserve reaches a bound."""
+    if base_asset_reserve < max_base_asset_reserve:
+        max_asks = -cast_i128(max_base_asset_reserve - base_asset_reserve)
+    else:
+        max_asks = 0
+    if base_asset_reserve > min_base_asset_reserve:
+        max_bids = cast_i128(base_asset_reserve - min_base_asset_reserve)
+    else:
+        max_bids = 0
+    return max_bids, max_asks
+
+
+def calculate_market_open_bids_asks(amm: AMM) -> tuple[int, int]:
+    return _calculate_market_open_bids_asks(
+        amm.base_asset_reserve, amm.min_base_asset_reserve, amm.max_base_asset_reserve
+    )
+
+
+def calculate_swap_output(
+    swap_amount: int, input_asset_reserve: int, direction: SwapDirection, invariant_sqrt: int
+) -> tuple[int, int]:
+    """``(new_output_asset_reserve, new_input_asset_reserve)`` after adding or removing
+    ``swap_amount`` of the input asset, keeping ``input * output = invariant_sqrt**2``.
+
+    The output reserve is truncated, so the curve's product never grows past ``k`` at the
+    swapper's expense. Removing more than the reserve holds is ``TradeSizeTooLarge``.
+    """
+    invariant = invariant_sqrt * invariant_sqrt
+    if direction is SwapDirection.Remove and swap_amount > input_asset_reserve:
+        raise ProtocolError(ErrorCode.TradeSizeTooLarge, f"{swap_amount} > {input_asset_reserve}")
+    if direction is SwapDirection.Add:
+        new_input_asset_reserve = cast_u128(input_asset_reserve + swap_amount)
+    else:
+        new_input_asset_reserve = input_asset_reserve - swap_amount
+    new_output_asset_reserve = cast_u128(div_trunc(invariant, new_input_asset_reserve))
+    return new_output_asset_reserve, new_input_asset_reserve
+
+
+def _unsigned_sub(a: int, b: int, what: str) -> int:
+    # the program subtracts these as u128, which fails rather than going negative
+    if a < b:
+        raise MathError(f"{what}: {a} - {b} underflows")
+    return a - b
+
+
+def calculate_quote_asset_amount_swapped(
+    quote_asset_reserve_before: int,
+    quote_asset_reserve_after: int,
+    swap_direction: SwapDirection,
+    peg_multiplier: int,
+) -> int:
+    """The quote amount (QUOTE_PRECISION) a swap moved, given the quote reserve before and
+    after. ``swap_direction`` is the *base* side's: ``Add`` base (the user sells, the quote
+    reserve falls) or ``Remove`` base (the user buys, the quote reserve rises).
+
+    A buyer pays one extra reserve unit and then one extra quote unit: rounding favours the AMM.
+    """
+    if swap_direction is SwapDirection.Add:
+        quote_asset_reserve_change = _unsigned_sub(
+            quote_asset_reserve_before, quote_asset_reserve_after, "quote reserve change"
+        )
+    else:
+        quote_asset_reserve_change = (
+            _unsigned_sub(
+                quote_asset_reserve_after, quote_asset_reserve_before, "quote reserve change"
+            )
+            + 1
+        )
+    quote_asset_amount = reserve_to_asset_amount(quote_asset_reserve_change, peg_multiplier)
+    if swap_direction is SwapDirection.Remove:
+        quote_asset_amount += 1
+    return quote_asset_amount
+
+
+def calculate_terminal_reserves(amm: AMM) -> tuple[int, int]:
+    """``(terminal_quote_reserve, terminal_base_reserve)``: the reserves once every user
+    position is closed against the AMM (the net position swapped back through the curve)."""
+    swap_direction = (
+        SwapDirection.Add if amm.base_asset_amount_with_amm > 0 else SwapDirection.Remove
+    )
+    return calculate_swap_output(
+        unsigned_abs(amm.base_asset_amount_with_amm),
+        amm.base_asset_reserve,
+        swap_direction,
+        amm.sqrt_k,
+    )
+
+
+def calculate_terminal_price_and_reserves(amm: AMM) -> tuple[int, int, int]:
+    """``(terminal_price, terminal_quote_reserve, terminal_base_reserve)``."""
+    new_quote_asset_amount, new_base_asset_amount = calculate_terminal_reserves(amm)
+    terminal_price = calculate_price(
+        new_quote_asset_amount, new_base_asset_amount, amm.peg_multiplier
+    )
+    return terminal_price, new_quote_asset_amount, new_base_asset_amount
+
+
+def calculate_amm_available_liquidity(amm: AMM, order_direction: PositionDirection) -> int:
+    """The most base one AMM fill may take (BASE_PRECISION): at most
+    ``1 / max_fill_reserve_fraction`` of the base reserve and half the room left to the
+    reserve's bound on the taker's side, rounded down to the step size."""
+    max_fill_size = min(div_trunc(amm.base_asset_reserve, amm.max_fill_reserve_fraction), U64_MAX)
+    if order_direction is PositionDirection.Long:
+        room = max(amm.base_asset_reserve - amm.min_base_asset_reserve, 0)
+    else:
+        room = max(amm.max_base_asset_reserve - amm.base_asset_reserve, 0)
+    max_base_asset_amount_on_side = cast_u64(div_trunc(room, 2))
+    amount = min(max_fill_size, max_base_asset_amount_on_side)
+    # standardize_base_asset_amount (protocol.math.orders imports this module, so the step
+    # rounding is spelled out here): down to a multiple of the step
+    if amm.order_step_size <= 0:
+        raise MathError(f"step size must be positive, got {amm.order_step_size}")
+    return amount - amount % amm.order_step_size
+
+
+def update_amm_long_short_intensity(
+    amm: AMM, now: int, quote_asset_amount: int, direction: PositionDirection
+) -> bool:
+    """Fold a fill's quote volume into the hourly long/short intensity sums the spread
+    model's volatility term weighs."""
+    since_last = max(1, now - amm.last_trade_ts)
+    if direction is PositionDirection.Long:
+        long_quote_amount, short_quote_amount = quote_asset_amount, 0
+    else:
+        long_quote_amount, short_quote_amount = 0, quote_asset_amount
+    amm.long_intensity_volume = calculate_rolling_sum(
+        amm.long_intensity_volume, long_quote_amount, since_last, ONE_HOUR
+    )
+    amm.short_intensity_volume = calculate_rolling_sum(
+        amm.short_intensity_volume, short_quote_amount, since_last, ONE_HOUR
+    )
+    return True
+
+
+# =============================================================================================
+# AMM accessors (``impl AMM`` in the program's ``state/perp_market.rs``)
+# =============================================================================================
+
+
+def can_lower_k(amm: AMM) -> bool:
+    """``AMM::can_lower_k``: k may shrink only while users' net position could still be
+    closed on either side and stays below ``sqrt_k``."""
+    max_bids, max_asks = calculate_market_open_bids_asks(amm)
+    net = unsigned_abs(amm.base_asset_amount_with_amm)
+    return (
+        net < min(unsigned_abs(max_bids), unsigned_abs(max_asks))
+        and max(net, amm.min_order_size) < amm.sqrt_k
+        and amm.min_order_size < max(unsigned_abs(max_bids), unsigned_abs(max_asks))
+    )
+
+
+def get_lower_bound_sqrt_k(amm: AMM) -> int:
+    """``AMM::get_lower_bound_sqrt_k``: the smallest ``sqrt_k`` a formulaic decrease may reach
+    (the larger of users' net position and the minimum order size)."""
+    return min(amm.sqrt_k, max(amm.min_order_size, unsigned_abs(amm.base_asset_amount_with_amm)))
+
+
+def get_protocol_owned_position(amm: AMM) -> int:
+    """``AMM::get_protocol_owned_position``: users' net position the AMM is counterparty to."""
+    return cast_i64(amm.base_asset_amount_with_amm)
+
+
+def get_max_reference_price_offset(amm: AMM) -> int:
+    """``AMM::get_max_reference_price_offset`` (BID_ASK_SPREAD_PRECISION): 0 unless
+    ``curve_update_intensity > 100``; then ``(intensity - 100)`` bps capped at half the max
+    spread, and from intensity 200 half the max spread but at least 1%."""
+    if amm.curve_update_intensity <= 100:
+        return 0
+    if amm.curve_update_intensity >= 200:
+        return max(div_trunc(amm.max_spread, 2), 10_000)
+    lower_bound_multiplier = amm.curve_update_intensity - 100
+    lb_bps = div_trunc(PERCENTAGE_PRECISION, 10_000) * lower_bound_multiplier
+    return min(div_trunc(amm.max_spread, 2), lb_bps)
+
+
+def get_reference_price_offset_deadband_pct(amm: AMM) -> int:
+    """``AMM::get_reference_price_offset_deadband_pct`` (PERCENTAGE_PRECISION)."""
+    return div_trunc(PERCENTAGE_PRECISION * amm.reference_price_offset_deadband_pct, 100)
+
+
+def is_recent_oracle_valid(amm: AMM, current_slot: int) -> bool:
+    """``AMM::is_recent_oracle_valid``: the AMM was updated with a valid oracle this slot."""
+    return amm.last_oracle_valid and current_slot == amm.last_update_slot
+
+
+# =============================================================================================
+# Valuing a position against the curve (``math/position.rs``, ``math/pnl.rs``)
+# =============================================================================================
+
+
+def swap_direction_to_close_position(base_asset_amount: int) -> SwapDirection:
+    """A long closes by adding base to the AMM, a short by removing it."""
+    return SwapDirection.Add if base_asset_amount >= 0 else SwapDirection.Remove
+
+
+def calculate_pnl(exit_value: int, entry_value: int, swap_direction_to_close: SwapDirection) -> int:
+    """PnL of closing at ``exit_value`` a position entered at ``entry_value`` (QUOTE)."""
+    if swap_direction_to_close is SwapDirection.Add:
+        return exit_value - entry_value
+    return entry_value - exit_value
+
+
+def calculate_base_asset_value(base_asset_amount: int, amm: AMM) -> int:
+    """What ``base_asset_amount`` would fetch (long) or cost (short) if swapped back through the
+    curve now, spreads ignored (QUOTE_PRECISION)."""
+    if base_asset_amount == 0:
+        return 0
+    swap_direction = swap_direction_to_close_position(base_asset_amount)
+    new_quote_asset_reserve, _ = calculate_swap_output(
+        unsigned_abs(base_asset_amount), amm.base_asset_reserve, swap_direction, amm.sqrt_k
+    )
+    return calculate_quote_asset_amount_swapped(
+        amm.quote_asset_reserve, new_quote_asset_reserve, swap_direction, amm.peg_multiplier
+    )
+
+
+def calculate_base_asset_value_and_pnl(
+    base_asset_amount: int, quote_asset_amount: int, amm: AMM
+) -> tuple[int, int]:
+    """``(base_asset_value, pnl)`` of a position entered for ``quote_asset_amount``."""
+    if base_asset_amount == 0:
+        return 0, 0
+    swap_direction = swap_direction_to_close_position(base_asset_amount)
+    base_asset_value = calculate_base_asset_value(base_asset_amount, amm)
+    pnl = calculate_pnl(base_asset_value, quote_asset_amount, swap_direction)
+    return base_asset_value, pnl
+
+
+# =============================================================================================
 # Oracle and mark TWAPs
 #
 # The program's ``math/amm.rs`` TWAP functions and the AMM accessors they use (``AMM::
@@ -79,7 +372,7 @@ def sanitize_new_price(
 # Deviations: the program feeds the oracle TWAP from ``MMOraclePriceData`` (a market maker's
 # price with the exchange oracle as fallback); markets here have no market-maker oracle, which
 # is the program's behaviour when none is set, so the exchange :class:`OraclePriceData` is
-# passed directly. ``AMM.reference_price_offset`` does not exist here (it is 0).
+# passed directly.
 # =============================================================================================
 
 
@@ -94,14 +387,18 @@ def reserve_price(amm: AMM) -> int:
 
 
 def bid_price(amm: AMM, reserve_price: int) -> int:
-    """``AMM::bid_price``: ``reserve_price * (1 - short_spread)``, truncated."""
-    multiplier = BID_ASK_SPREAD_PRECISION - amm.short_spread
+    """``AMM::bid_price``: ``reserve_price * (1 - short_spread + reference_price_offset)``,
+    truncated."""
+    adjusted_spread = -cast_i32(amm.short_spread) + amm.reference_price_offset
+    multiplier = BID_ASK_SPREAD_PRECISION + adjusted_spread
     return cast_u64(div_trunc(reserve_price * cast_u128(multiplier), BID_ASK_SPREAD_PRECISION))
 
 
 def ask_price(amm: AMM, reserve_price: int) -> int:
-    """``AMM::ask_price``: ``reserve_price * (1 + long_spread)``, truncated."""
-    multiplier = BID_ASK_SPREAD_PRECISION + amm.long_spread
+    """``AMM::ask_price``: ``reserve_price * (1 + long_spread + reference_price_offset)``,
+    truncated."""
+    adjusted_spread = cast_i32(amm.long_spread) + amm.reference_price_offset
+    multiplier = BID_ASK_SPREAD_PRECISION + adjusted_spread
     return cast_u64(div_trunc(reserve_price * cast_u128(multiplier), BID_ASK_SPREAD_PRECISION))
 
 

@@ -46,10 +46,11 @@ Deviations from the program, and why:
   which cannot change a ``MarginCalc`` verdict.
 * ``calculate_net_user_pnl`` (used by ``unrealized_pnl_max_imbalance``) has no LP-unsettled or
   unsettled-funding cost-basis terms: this model's AMM does not track them.
-* the helpers of ``math/position.rs`` (:func:`calculate_base_asset_value_with_oracle_price`,
-  :func:`calculate_perp_liability_value`,
-  :func:`calculate_base_asset_value_and_pnl_with_oracle_price`) and
-  ``validation::position::validate_spot_position`` live here until a module of their own exists.
+* ``validation::position::validate_spot_position`` lives here until a module of its own
+  exists. The ``math/position.rs`` helpers this module uses
+  (:func:`calculate_base_asset_value_with_oracle_price`, :func:`calculate_perp_liability_value`,
+  :func:`calculate_base_asset_value_and_pnl_with_oracle_price`) live in
+  :mod:`protocol.math.position` and are re-exported here for existing callers.
 
 Faithful to the program where a caller might not expect it:
 
@@ -71,7 +72,6 @@ from protocol.constants import (
     MARGIN_PRECISION,
     MAX_OPEN_ORDERS,
     MAX_POSITIVE_UPNL_FOR_INITIAL_MARGIN,
-    MAX_PREDICTION_MARKET_PRICE,
     OPEN_ORDER_MARGIN_REQUIREMENT,
     PRICE_PRECISION,
     PRICE_TIMES_AMM_TO_QUOTE_PRECISION_RATIO,
@@ -87,6 +87,11 @@ from protocol.math.oracle import (
     get_max_confidence_interval_multiplier,
     is_oracle_valid_for_action,
     oracle_validity,
+)
+from protocol.math.position import (
+    calculate_base_asset_value_and_pnl_with_oracle_price,
+    calculate_base_asset_value_with_oracle_price,
+    calculate_perp_liability_value,
 )
 from protocol.math.spot_balance import (
     get_signed_token_amount,
@@ -146,6 +151,7 @@ __all__ = [
     "meets_initial_margin_requirement",
     "meets_maintenance_margin_requirement",
     "meets_place_order_margin_requirement",
+    "meets_settle_pnl_maintenance_margin_requirement",
     "meets_withdraw_margin_requirement",
     "simulate_fills_both_sides",
     "validate_any_isolated_tier_requirements",
@@ -488,45 +494,6 @@ def _validate_spot_position(position: SpotPosition) -> None:
         f"spot market {position.market_index}: {detail}",
         field="spot_position",
     )
-
-
-def calculate_base_asset_value_with_oracle_price(base_asset_amount: int, oracle_price: int) -> int:
-    """|base| * price in QUOTE_PRECISION (a non-positive price values the position at 0)."""
-    if base_asset_amount == 0:
-        return 0
-    return div_trunc(
-        abs(base_asset_amount) * max(oracle_price, 0), PRICE_TIMES_AMM_TO_QUOTE_PRECISION_RATIO
-    )
-
-
-def calculate_perp_liability_value(
-    base_asset_amount: int, oracle_price: int, contract_type: ContractType
-) -> int:
-    """Notional the position could lose: base * price, or for a prediction market short,
-    base * (max price - price)."""
-    if contract_type != ContractType.Prediction:
-        return calculate_base_asset_value_with_oracle_price(base_asset_amount, oracle_price)
-    price = abs(oracle_price)
-    if base_asset_amount < 0:
-        per_base = max(MAX_PREDICTION_MARKET_PRICE - price, 0)
-    else:
-        per_base = price
-    # PRICE_PRECISION equals QUOTE_PRECISION, so dividing by BASE_PRECISION lands in quote.
-    return div_trunc(abs(base_asset_amount) * per_base, AMM_RESERVE_PRECISION)
-
-
-def calculate_base_asset_value_and_pnl_with_oracle_price(
-    market_position: PerpPosition, oracle_price: int
-) -> tuple[int, int]:
-    """(|base value|, base value + quote_asset_amount) in QUOTE_PRECISION; base value truncates
-    toward zero."""
-    if market_position.base_asset_amount == 0:
-        return 0, market_position.quote_asset_amount
-    base_asset_value = div_trunc(
-        market_position.base_asset_amount * max(oracle_price, 0), AMM_RESERVE_PRECISION
-    )
-    pnl = base_asset_value + market_position.quote_asset_amount
-    return abs(base_asset_value), pnl
 
 
 def worst_case_liability_value(
@@ -1055,6 +1022,14 @@ def meets_initial_margin_requirement(user: User, reader: MarketReader) -> bool:
 def meets_maintenance_margin_requirement(user: User, reader: MarketReader) -> bool:
     return calculate_margin_requirement_and_total_collateral_and_liability_info(
         user, reader, MarginContext.standard(MarginRequirementType.Maintenance)
+    ).meets_margin_requirement()
+
+
+def meets_settle_pnl_maintenance_margin_requirement(user: User, reader: MarketReader) -> bool:
+    """The maintenance requirement at strict prices (assets at the lower, liabilities at the
+    higher of oracle and 5-minute TWAP): what a user must meet to settle negative pnl."""
+    return calculate_margin_requirement_and_total_collateral_and_liability_info(
+        user, reader, MarginContext.standard(MarginRequirementType.Maintenance).with_strict(True)
     ).meets_margin_requirement()
 
 

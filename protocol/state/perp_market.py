@@ -121,6 +121,13 @@ class AMM:
     max_slippage_ratio: int = 50
     curve_update_intensity: int = 0
     amm_jit_intensity: int = 0
+    # admin skews (percent, i8): scale both spreads / the inventory spread term by +-n%
+    amm_spread_adjustment: int = 0
+    amm_inventory_spread_adjustment: int = 0
+    # the quotes' offset from the reserve price (BID_ASK_SPREAD_PRECISION, i32); nonzero only
+    # when curve_update_intensity > 100; inventory below this percent of liquidity gets none
+    reference_price_offset: int = 0
+    reference_price_offset_deadband_pct: int = 0
 
     def clone(self) -> AMM:
         new = copy.copy(self)

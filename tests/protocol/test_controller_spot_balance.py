@@ -603,3 +603,19 @@ def test_pool_balance_is_a_spot_balance() -> None:
     pool = PoolBalance()
     update_spot_balances(5, DEPOSIT, market, pool, False)
     assert (pool.scaled_balance, market.deposit_balance) == (5000, 5000)
+
+
+def test_dust_is_cleared_when_a_balance_flips_sides() -> None:
+    # 999 scaled units at a deposit index above 1e10 are worth 0 whole token units (dust).
+    # Taking one token out must clear the dust before the borrow opens, so the market's
+    # deposit total no longer counts it.
+    market = _market(
+        optimal_utilization=800_000, optimal_borrow_rate=100_000, max_borrow_rate=2_000_000
+    )
+    market.cumulative_deposit_interest = 10_010_000_000
+    dusty = SpotPosition(market_index=0, scaled_balance=999)
+    market.deposit_balance = 999
+    update_spot_balances(1, BORROW, market, dusty, False)
+    # 1 token unit = 1e13 / 1e10 = 1000 scaled, rounded up for a borrow: 1001
+    assert (dusty.balance_type, dusty.scaled_balance) == (BORROW, 1001)
+    assert (market.deposit_balance, market.borrow_balance) == (0, 1001)
