@@ -30,6 +30,16 @@ from protocol.state import (
     UserKey,
     UserStats,
 )
+from protocol.state.insurance_fund_stake import InsuranceFundStake, InsuranceFundStakeKey
+
+
+@dataclass(frozen=True, slots=True)
+class SignedMsgOrderId:
+    """A used signed-intent uuid (the program's ``SignedMsgOrderId``): the last slot its intent
+    was placeable, and the id of the order it placed (0 if it placed none)."""
+
+    max_slot: int
+    order_id: int
 
 
 @dataclass(slots=True)
@@ -42,8 +52,11 @@ class ProgramState:
     oracles: dict[str, OracleAccount] = field(default_factory=dict)
     users: dict[UserKey, User] = field(default_factory=dict)
     user_stats: dict[bytes, UserStats] = field(default_factory=dict)
-    # signed-intent uuids each user has used, with the last slot the intent was placeable
-    signed_msg_uuids: dict[UserKey, dict[bytes, int]] = field(default_factory=dict)
+    # signed-intent uuids each user has used: until when the intent was placeable, its order
+    signed_msg_uuids: dict[UserKey, dict[bytes, SignedMsgOrderId]] = field(default_factory=dict)
+    insurance_fund_stakes: dict[InsuranceFundStakeKey, InsuranceFundStake] = field(
+        default_factory=dict
+    )
 
 
 class MarketReader(Protocol):
@@ -64,6 +77,7 @@ class Accounts:
 
     __slots__ = (
         "_base",
+        "_if_stakes",
         "_oracles",
         "_perp",
         "_records",
@@ -84,8 +98,9 @@ class Accounts:
         self._oracles: dict[str, OracleAccount] = {}
         self._users: dict[UserKey, User] = {}
         self._user_stats: dict[bytes, UserStats] = {}
-        self._uuids: dict[UserKey, dict[bytes, int]] = {}
+        self._uuids: dict[UserKey, dict[bytes, SignedMsgOrderId]] = {}
         self._records: list[Record] = []
+        self._if_stakes: dict[InsuranceFundStakeKey, InsuranceFundStake] = {}
 
     # --- global config ------------------------------------------------------------------
     @property
@@ -194,27 +209,64 @@ class Accounts:
         if pubkey not in self.signers:
             raise ProtocolError(ErrorCode.UnauthorizedSigner, "not a signer", field=field_name)
 
+    # --- insurance fund stakes ------------------------------------------------------------
+    def has_insurance_fund_stake(self, key: InsuranceFundStakeKey) -> bool:
+        return key in self._if_stakes or key in self._base.insurance_fund_stakes
+
+    def insurance_fund_stake(self, key: InsuranceFundStakeKey) -> InsuranceFundStake:
+        s = self._if_stakes.get(key)
+        if s is None:
+            base = self._base.insurance_fund_stakes.get(key)
+            if base is None:
+                raise ProtocolError(
+                    ErrorCode.UnableToLoadAccountLoader,
+                    f"no insurance fund stake for authority {key[0].hex()[:16]}.. "
+                    f"in spot market {key[1]}",
+                    field="authority",
+                )
+            s = self._if_stakes[key] = base.clone()
+        return s
+
+    def add_insurance_fund_stake(self, stake: InsuranceFundStake) -> None:
+        if self.has_insurance_fund_stake(stake.key):
+            raise ProtocolError(
+                ErrorCode.UserAlreadyExists, "insurance fund stake exists", field="market_index"
+            )
+        self._if_stakes[stake.key] = stake
+
     # --- signed intents ---------------------------------------------------------------------
-    def use_signed_msg_uuid(self, key: UserKey, uuid: bytes, max_slot: int) -> None:
-        """Record that ``key`` used ``uuid`` (placeable until ``max_slot``); a uuid still
-        remembered is a replay (``InvalidSignedMsgOrderId``). Uuids whose intents have expired
-        are forgotten here: an expired intent is refused for its age anyway."""
+    def _used_signed_msg_uuids(self, key: UserKey) -> dict[bytes, SignedMsgOrderId]:
         used = self._uuids.get(key)
         if used is None:
             slot = self.clock.slot
             used = {
-                u: last
-                for u, last in self._base.signed_msg_uuids.get(key, {}).items()
-                if last >= slot
+                u: entry
+                for u, entry in self._base.signed_msg_uuids.get(key, {}).items()
+                if entry.max_slot >= slot
             }
             self._uuids[key] = used
+        return used
+
+    def use_signed_msg_uuid(
+        self, key: UserKey, uuid: bytes, max_slot: int, order_id: int = 0
+    ) -> None:
+        """Record that ``key`` used ``uuid`` (placeable until ``max_slot``) for the order
+        ``order_id``; a uuid still remembered is a replay (``InvalidSignedMsgOrderId``). Uuids
+        whose intents have expired are forgotten here: an expired intent is refused for its
+        age anyway."""
+        used = self._used_signed_msg_uuids(key)
         if uuid in used:
             raise ProtocolError(
                 ErrorCode.InvalidSignedMsgOrderId,
                 f"uuid {uuid.hex()} was already used by this user",
                 field="intent.uuid",
             )
-        used[uuid] = max_slot
+        used[uuid] = SignedMsgOrderId(max_slot, order_id)
+
+    def signed_msg_order_id(self, key: UserKey, uuid: bytes) -> int | None:
+        """The order placed for ``key``'s intent ``uuid``, while the uuid is remembered."""
+        entry = self._used_signed_msg_uuids(key).get(uuid)
+        return None if entry is None else entry.order_id
 
     # --- records --------------------------------------------------------------------------
     def emit(self, record: Record) -> None:
@@ -233,6 +285,7 @@ class Accounts:
         base.oracles.update(self._oracles)
         base.users.update(self._users)
         base.user_stats.update(self._user_stats)
+        base.insurance_fund_stakes.update(self._if_stakes)
         for key, used in self._uuids.items():
             if used:
                 base.signed_msg_uuids[key] = used

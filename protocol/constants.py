@@ -101,6 +101,7 @@ MIN_MARGIN_RATIO: Final = 125  # 80x leverage
 MAX_POSITIVE_UPNL_FOR_INITIAL_MARGIN: Final = 100 * QUOTE_PRECISION
 DEFAULT_LIQUIDATION_MARGIN_BUFFER_RATIO: Final = MARGIN_PRECISION // 50  # 2%
 MAX_LIQUIDATION_MULTIPLIER: Final = 3
+LIQUIDATION_FEE_INCREASE_PER_SLOT: Final = LIQUIDATION_FEE_PRECISION // 1_000_000  # .01 bps
 
 # --- AMM -----------------------------------------------------------------------------------
 MAX_SQRT_K: Final = 10**21
@@ -142,3 +143,9 @@ INTEREST_RATE_SEGMENT_AND_WEIGHTS: Final = (
 
 # --- insurance ---------------------------------------------------------------------------------
 MAX_APR_PER_REVENUE_SETTLE_TO_INSURANCE_FUND_VAULT: Final = 10 * PERCENTAGE_PRECISION  # 1000% APR
+# the governance token's insurance fund (market 15) is capped at 1/22 = 4.5% APR instead
+MAX_APR_PER_REVENUE_SETTLE_TO_INSURANCE_FUND_VAULT_GOV: Final = PERCENTAGE_PRECISION // 22
+GOV_SPOT_MARKET_INDEX: Final = 15
+# share of each revenue settlement sent to the insurance fund vault (all of it)
+SHARE_OF_REVENUE_ALLOCATED_TO_INSURANCE_FUND_VAULT_NUMERATOR: Final = 1
+SHARE_OF_REVENUE_ALLOCATED_TO_INSURANCE_FUND_VAULT_DENOMINATOR: Final = 1

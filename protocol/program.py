@@ -14,6 +14,11 @@ It returns :class:`Executed` with the emitted records numbered by a gap-free seq
 is written until commit. ``simulate`` runs steps 1-3 and never commits or consumes the id or a
 sequence number.
 
+``execute_verified`` / ``simulate_verified`` start at step 2 with a :class:`VerifiedTransaction`
+that :func:`verify_transaction` already produced (a node checks signatures on worker threads,
+off its sequencer). Only step 1 moves: freshness and replay depend on the program's state at
+execution and are always checked here.
+
 Invariants: ``next_seq`` only grows, by exactly the number of records committed; the replay
 window only forgets an id once no transaction carrying it could be fresh again.
 """
@@ -78,6 +83,14 @@ class Program:
     def simulate(self, tx: Transaction, clock: Clock) -> Result:
         return self._run(tx, clock, commit=False)
 
+    def execute_verified(self, verified: VerifiedTransaction, clock: Clock) -> Result:
+        """:meth:`execute` for a transaction whose signatures are already verified."""
+        return self._run_verified(verified, clock, commit=True)
+
+    def simulate_verified(self, verified: VerifiedTransaction, clock: Clock) -> Result:
+        """:meth:`simulate` for a transaction whose signatures are already verified."""
+        return self._run_verified(verified, clock, commit=False)
+
     def execute_bytes(self, raw: bytes, clock: Clock) -> Result:
         """Parse wire bytes and execute; malformed bytes are a :class:`Rejected`, not a crash."""
         try:
@@ -90,6 +103,12 @@ class Program:
     def _run(self, tx: Transaction, clock: Clock, *, commit: bool) -> Result:
         try:
             verified = verify_transaction(tx)
+        except ProtocolError as exc:
+            return exc.to_rejected()
+        return self._run_verified(verified, clock, commit=commit)
+
+    def _run_verified(self, verified: VerifiedTransaction, clock: Clock, *, commit: bool) -> Result:
+        try:
             self._check_fresh(verified, clock)
             accounts = self._apply(verified, clock)
         except ProtocolError as exc:

@@ -7,8 +7,9 @@ records of rejected transactions are discarded with the rest of the transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from protocol.state.user import Order
 from protocol.types import (
     MarketType,
     OrderType,
@@ -46,7 +47,14 @@ class DepositRecord:
 
 @dataclass(frozen=True, slots=True)
 class OrderActionRecord:
-    """An order was placed, cancelled, modified, expired, triggered or filled."""
+    """An order was placed, cancelled, modified, expired, triggered or filled.
+
+    ``order`` is a copy of the whole order as it was when the record was emitted (after the
+    change; for a cancel or expire, as it left the book). Not a field of the program's record,
+    whose indexers join it with the account; here the node publishes it as the order event
+    without a second state read, which could not see an order placed and fully filled in one
+    transaction. Left out of equality so records compare by what the program logs.
+    """
 
     action: str  # "place" | "cancel" | "modify" | "expire" | "trigger" | "fill"
     authority: bytes
@@ -62,6 +70,7 @@ class OrderActionRecord:
     reason: str
     slot: int
     ts: int
+    order: Order | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +174,228 @@ class SettlePnlRecord:
     ts: int
 
 
+@dataclass(frozen=True, slots=True)
+class FillRecord:
+    """One fill of a taker order: against a maker's order or against the AMM (``maker`` None).
+
+    ``layer`` is where the liquidity came from: ``"jit"`` (a maker order placed by
+    place-and-make in the same transaction), ``"dlob"`` (a resting order) or ``"amm"``.
+    ``base_asset_amount`` is BASE_PRECISION (perp) or the mint's units (spot);
+    ``quote_asset_amount``, fees and rewards are QUOTE_PRECISION; prices PRICE_PRECISION.
+    ``taker_fee == maker_rebate + filler_reward + referrer_reward + fee_to_market -
+    quote_asset_amount_surplus`` (the surplus is the AMM's spread revenue, 0 for a match).
+    ``fill_record_id`` is the market's running fill counter; ``filler`` is the user account
+    credited with the filler reward (the transaction's filler, even when it earned nothing).
+    """
+
+    fill_record_id: int
+    market_type: MarketType
+    market_index: int
+    layer: str  # "jit" | "dlob" | "amm"
+    taker: tuple[bytes, int]
+    taker_order_id: int
+    taker_direction: PositionDirection
+    maker: tuple[bytes, int] | None
+    maker_order_id: int | None
+    base_asset_amount: int
+    quote_asset_amount: int
+    fill_price: int
+    taker_fee: int
+    maker_rebate: int
+    filler_reward: int
+    referrer_reward: int
+    fee_to_market: int
+    quote_asset_amount_surplus: int
+    oracle_price: int
+    filler: tuple[bytes, int]
+    slot: int
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRecord:
+    """A trigger order fired: the oracle price crossed ``trigger_price`` (PRICE_PRECISION).
+    ``filler_reward`` (QUOTE_PRECISION) is the flat fee the user paid the keeper."""
+
+    authority: bytes
+    sub_account_id: int
+    order_id: int
+    market_type: MarketType
+    market_index: int
+    trigger_price: int
+    oracle_price: int
+    filler: tuple[bytes, int]
+    filler_reward: int
+    slot: int
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class InsuranceFundRecord:
+    """Tokens moved into (``amount > 0``: a revenue settlement) or out of (``amount < 0``) a
+    spot market's insurance fund vault, in the mint's units. ``perp_market_index`` is the perp
+    market drawing on the fund (0 for a revenue settlement, as in the program);
+    ``vault_amount_before`` is the spot market's vault. Factors are IF_FACTOR_PRECISION."""
+
+    ts: int
+    spot_market_index: int
+    perp_market_index: int
+    user_if_factor: int
+    total_if_factor: int
+    vault_amount_before: int
+    insurance_vault_amount_before: int
+    total_if_shares_before: int
+    total_if_shares_after: int
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class InsuranceFundStakeRecord:
+    """An insurance-fund staker's action. ``action`` is ``"stake"``, ``"unstake_request"``,
+    ``"unstake_cancel_request"``, ``"unstake"``, ``"unstake_transfer"``, ``"stake_transfer"``
+    or ``"admin_deposit"`` (the program's ``StakeAction``); ``amount`` is tokens staked,
+    requested or paid out (mint units); shares are at the fund's ``shares_base``."""
+
+    ts: int
+    user_authority: bytes
+    action: str
+    amount: int
+    market_index: int
+    insurance_vault_amount_before: int
+    if_shares_before: int
+    user_if_shares_before: int
+    total_if_shares_before: int
+    if_shares_after: int
+    user_if_shares_after: int
+    total_if_shares_after: int
+
+
+@dataclass(frozen=True, slots=True)
+class LiquidatePerpRecord:
+    """A perp position taken over at ``oracle_price`` (PRICE_PRECISION). ``base_asset_amount``
+    and ``quote_asset_amount`` are the liquidated user's position delta (BASE / QUOTE
+    precision); ``lp_shares`` the BAL shares burned first; fees QUOTE_PRECISION."""
+
+    market_index: int
+    oracle_price: int
+    base_asset_amount: int
+    quote_asset_amount: int
+    lp_shares: int
+    user_order_id: int
+    liquidator_order_id: int
+    fill_record_id: int
+    liquidator_fee: int
+    if_fee: int
+
+
+@dataclass(frozen=True, slots=True)
+class LiquidateSpotRecord:
+    """A borrow (liability) taken over for a deposit (asset), both in their mints' units;
+    ``if_fee`` (liability units) went to the liability market's revenue pool."""
+
+    asset_market_index: int
+    asset_price: int
+    asset_transfer: int
+    liability_market_index: int
+    liability_price: int
+    liability_transfer: int
+    if_fee: int
+
+
+@dataclass(frozen=True, slots=True)
+class LiquidateBorrowForPerpPnlRecord:
+    """A borrow taken over for positive perp PnL (``pnl_transfer``, QUOTE_PRECISION)."""
+
+    perp_market_index: int
+    market_oracle_price: int
+    pnl_transfer: int
+    liability_market_index: int
+    liability_price: int
+    liability_transfer: int
+
+
+@dataclass(frozen=True, slots=True)
+class LiquidatePerpPnlForDepositRecord:
+    """Negative perp PnL (``pnl_transfer``, QUOTE_PRECISION) taken over for a deposit."""
+
+    perp_market_index: int
+    market_oracle_price: int
+    pnl_transfer: int
+    asset_market_index: int
+    asset_price: int
+    asset_transfer: int
+
+
+@dataclass(frozen=True, slots=True)
+class LiquidationRecord:
+    """One liquidation step (the program's ``LiquidationRecord``). ``liquidation_type`` is
+    ``"liquidate_perp"``, ``"liquidate_spot"``, ``"liquidate_borrow_for_perp_pnl"`` or
+    ``"liquidate_perp_pnl_for_deposit"``, and only the matching detail is set.
+    ``margin_requirement`` / ``total_collateral`` are the user's before the step (QUOTE);
+    ``margin_freed`` what the step freed; ``bankrupt`` the user's status after it."""
+
+    liquidation_type: str
+    liquidation_id: int
+    user: tuple[bytes, int]
+    liquidator: tuple[bytes, int]
+    margin_requirement: int
+    total_collateral: int
+    margin_freed: int
+    bankrupt: bool
+    canceled_order_ids: tuple[int, ...]
+    liquidate_perp: LiquidatePerpRecord | None
+    liquidate_spot: LiquidateSpotRecord | None
+    liquidate_borrow_for_perp_pnl: LiquidateBorrowForPerpPnlRecord | None
+    liquidate_perp_pnl_for_deposit: LiquidatePerpPnlForDepositRecord | None
+    slot: int
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PerpBankruptcyRecord:
+    """A bankrupt user's negative perp PnL (``pnl`` < 0, QUOTE_PRECISION) cleared: paid by the
+    insurance fund (``if_payment``), then the market's fee pool (``fee_pool_payment``), the rest
+    (``loss_socialized``) through ``cumulative_funding_rate_delta`` (FUNDING_RATE_PRECISION)."""
+
+    market_index: int
+    pnl: int
+    if_payment: int
+    fee_pool_payment: int
+    loss_socialized: int
+    cumulative_funding_rate_delta: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpotBankruptcyRecord:
+    """A bankrupt user's borrow (``borrow_amount``, mint units) cleared: ``if_payment`` from the
+    market's insurance fund, the rest taken from depositors by lowering the cumulative deposit
+    interest by ``cumulative_deposit_interest_delta``."""
+
+    market_index: int
+    borrow_amount: int
+    if_payment: int
+    cumulative_deposit_interest_delta: int
+
+
+@dataclass(frozen=True, slots=True)
+class BankruptcyRecord:
+    """A bankruptcy resolved (the program's ``LiquidationRecord`` of type ``PerpBankruptcy`` or
+    ``SpotBankruptcy``). ``bankruptcy_type`` is ``"perp"`` or ``"spot"`` and only the matching
+    detail is set; ``margin_requirement`` / ``total_collateral`` are the user's maintenance
+    figures before it (QUOTE_PRECISION)."""
+
+    bankruptcy_type: str
+    liquidation_id: int
+    user: tuple[bytes, int]
+    liquidator: tuple[bytes, int]
+    margin_requirement: int
+    total_collateral: int
+    perp_bankruptcy: PerpBankruptcyRecord | None
+    spot_bankruptcy: SpotBankruptcyRecord | None
+    slot: int
+    ts: int
+
+
 Record = (
     NewUserRecord
     | DepositRecord
@@ -175,6 +406,12 @@ Record = (
     | SpotInterestRecord
     | SettlePnlRecord
     | CurveRecord
+    | FillRecord
+    | TriggerRecord
+    | LiquidationRecord
+    | BankruptcyRecord
+    | InsuranceFundRecord
+    | InsuranceFundStakeRecord
 )
 
 

@@ -17,7 +17,7 @@ offending field named. :func:`verify_transaction` is the only way to a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.codec import decode, encode
@@ -43,6 +43,10 @@ class Transaction:
     recent_slot: int
     signers: tuple[bytes, ...]
     signatures: tuple[bytes, ...]
+    # The exact message bytes a parsed transaction arrived with. Decoding is injective (every
+    # value has one encoding and the parser rejects any other), so these equal the canonical
+    # re-encoding; keeping them saves re-encoding on the hot path. Not part of equality.
+    wire_message: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def sign(
@@ -61,6 +65,8 @@ class Transaction:
         return self.signatures[0] if self.signatures else b""
 
     def message(self) -> bytes:
+        if self.wire_message is not None:
+            return self.wire_message
         return message_bytes(self.instructions, self.recent_slot, self.signers)
 
     def to_bytes(self) -> bytes:
@@ -124,6 +130,7 @@ def parse_transaction(raw: bytes) -> Transaction:
         raise _malformed("signatures", "bad signature count")
     signatures = tuple(bytes(buf[off + i * 64 : off + (i + 1) * 64]) for i in range(n_sig))
     off += n_sig * SIGNATURE_LEN
+    message_start = off
     # message
     if off + 10 > len(buf):
         raise _malformed("message", "truncated")
@@ -163,7 +170,9 @@ def parse_transaction(raw: bytes) -> Transaction:
         off += length
     if off != len(buf):
         raise _malformed("transaction", f"{len(buf) - off} trailing bytes")
-    return Transaction(tuple(instructions), recent_slot, signers, signatures)
+    return Transaction(
+        tuple(instructions), recent_slot, signers, signatures, bytes(buf[message_start:])
+    )
 
 
 @dataclass(frozen=True, slots=True)

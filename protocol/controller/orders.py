@@ -218,6 +218,8 @@ def _emit_order_action(
             reason=explanation,
             slot=accounts.clock.slot,
             ts=accounts.clock.unix_timestamp,
+            # a copy: later instructions of the same transaction may change the live order
+            order=order.clone(),
         )
     )
 

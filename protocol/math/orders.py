@@ -18,20 +18,55 @@ them.
 
 ``calculate_base_asset_amount_to_trade_to_price`` is the program's ``math/amm_spread.rs``
 function of that name; it sits here because only order math uses it so far.
+
+Fill math (the section at the end): a fill's average price truncates
+(``calculate_fill_price``); a fill may not be worse than the order's limit, a taker being given
+one quote unit of slack for rounding (``validate_fill_price``, ``InvalidOrderFillPrice``); the
+AMM's share of a fill is what its curve can give up to the limit (a post-only order's limit
+moved inside by its rebate) and its available liquidity; fills must stay within the market's
+price bands around the oracle and its 5-minute TWAP (``PriceBandsBreached``); a spot order is
+bounded by what it can spend or sell (``get_max_fill_amounts``). ``select_margin_type_for_perp_
+maker`` chooses the maker's margin check after a fill. The program's order-index arguments are
+the :class:`~protocol.state.user.Order` itself here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocol.constants import PEG_PRECISION, PRICE_PRECISION
+from protocol.constants import (
+    FEE_ADJUSTMENT_MAX,
+    MARGIN_PRECISION,
+    MAX_PREDICTION_MARKET_PRICE,
+    PEG_PRECISION,
+    PERCENTAGE_PRECISION,
+    PRICE_PRECISION,
+)
 from protocol.error_codes import ErrorCode
 from protocol.errors import MathError, ProtocolError
-from protocol.math.amm import ask_price, bid_price, reserve_price
-from protocol.numeric import cast_u64, div_trunc, sqrt, unsigned_abs
+from protocol.math.amm import (
+    ask_price,
+    bid_price,
+    calculate_amm_available_liquidity,
+    reserve_price,
+)
+from protocol.math.spot_balance import get_signed_token_amount, get_token_amount
+from protocol.math.spot_withdraw import get_max_withdraw_for_market_with_token_amount
+from protocol.numeric import (
+    U64_MAX,
+    cast_u64,
+    div_trunc,
+    safe_div_ceil,
+    sign,
+    sqrt,
+    unsigned_abs,
+)
 from protocol.state.perp_market import AMM, PerpMarket
-from protocol.state.user import Order
+from protocol.state.spot_market import SpotMarket
+from protocol.state.state import FeeTier
+from protocol.state.user import Order, User
 from protocol.types import (
+    MarginRequirementType,
     OrderBitFlag,
     OrderStatus,
     OrderTriggerCondition,
@@ -346,3 +381,276 @@ def set_order_bit_flag(flags: int, value: bool, flag: OrderBitFlag) -> int:
     if value:
         return (flags | int(flag)) & 0xFF
     return flags & ~int(flag) & 0xFF
+
+
+# =============================================================================================
+# Fill math: prices and sizes of a fill, and the bands a fill must stay inside
+# (``math/orders.rs``: the functions the fill path uses)
+# =============================================================================================
+def calculate_quote_asset_amount_for_maker_order(
+    base_asset_amount: int,
+    fill_price: int,
+    base_decimals: int,
+    position_direction: PositionDirection,
+) -> int:
+    """Quote of ``base_asset_amount`` at ``fill_price`` for the maker's side: a buyer pays the
+    truncated notional, a seller receives the ceiled one (the rounding favours the maker)."""
+    precision_decrease = 10**base_decimals
+    notional = fill_price * base_asset_amount
+    if position_direction == PositionDirection.Long:
+        return cast_u64(div_trunc(notional, precision_decrease))
+    return cast_u64(safe_div_ceil(notional, precision_decrease))
+
+
+def calculate_limit_price_with_buffer(
+    order: Order, limit_price: int | None, fee_tier: FeeTier, fee_adjustment: int
+) -> int | None:
+    """A post-only order filled by the AMM must still earn its rebate: its limit is moved
+    inside by the rebate (scaled by ``fee_adjustment`` percent). A taker's limit is kept."""
+    if not order.post_only:
+        return limit_price
+    if limit_price is None:
+        return None
+    buffer = div_trunc(
+        limit_price * fee_tier.maker_rebate_numerator, fee_tier.maker_rebate_denominator
+    )
+    if fee_adjustment < 0:
+        buffer = max(buffer - div_trunc(buffer * -fee_adjustment, FEE_ADJUSTMENT_MAX), 0)
+    elif fee_adjustment > 0:
+        buffer = min(buffer + div_trunc(buffer * fee_adjustment, FEE_ADJUSTMENT_MAX), U64_MAX)
+    if order.direction == PositionDirection.Long:
+        if buffer > limit_price:
+            raise MathError(f"limit price {limit_price} below its rebate buffer {buffer}")
+        return limit_price - buffer
+    return cast_u64(limit_price + buffer)
+
+
+def calculate_base_asset_amount_for_amm_to_fulfill(
+    order: Order,
+    market: PerpMarket,
+    limit_price: int | None,
+    override_fill_price: int | None,
+    existing_base_asset_amount: int,
+    fee_tier: FeeTier,
+) -> tuple[int, int | None]:
+    """``(base the AMM fills, the limit price it fills up to)``.
+
+    ``override_fill_price`` (a maker's price the AMM must not go past, or better than) replaces
+    the order's limit; it may not be worse than that limit (``InvalidAmmLimitPriceOverride``).
+    An untriggered trigger order gets nothing. The size is what the curve can fill up to the
+    (rebate-buffered) limit, capped by the AMM's available liquidity.
+    """
+    if override_fill_price is not None:
+        if limit_price is not None and not (
+            (limit_price >= override_fill_price and order.direction == PositionDirection.Long)
+            or (limit_price <= override_fill_price and order.direction == PositionDirection.Short)
+        ):
+            raise ProtocolError(
+                ErrorCode.InvalidAmmLimitPriceOverride,
+                f"override_limit_price={override_fill_price} not better than "
+                f"order_limit_price={limit_price}",
+            )
+        limit_price = override_fill_price
+
+    if order.must_be_triggered() and not order.triggered():
+        return 0, limit_price
+
+    limit_price_with_buffer = calculate_limit_price_with_buffer(
+        order, limit_price, fee_tier, market.fee_adjustment
+    )
+    base_asset_amount = calculate_base_asset_amount_to_fill_up_to_limit_price(
+        order, market, limit_price_with_buffer, existing_base_asset_amount
+    )
+    max_base_asset_amount = calculate_amm_available_liquidity(market.amm, order.direction)
+    return min(base_asset_amount, max_base_asset_amount), limit_price
+
+
+def get_standardized_base_asset_amount_unfilled(
+    order: Order, existing_position: int | None, step_size: int
+) -> int:
+    """``Order::get_standardized_base_asset_amount_unfilled``: the unfilled size (reduce-only
+    orders trimmed to the position) rounded down to a step."""
+    return standardize_base_asset_amount(
+        get_base_asset_amount_unfilled(order, existing_position), step_size
+    )
+
+
+def calculate_fill_price(
+    quote_asset_amount: int, base_asset_amount: int, base_precision: int
+) -> int:
+    """Average price of a fill (PRICE_PRECISION), truncated."""
+    if base_asset_amount == 0:
+        raise MathError("fill price of a fill with no base")
+    return cast_u64(div_trunc(quote_asset_amount * base_precision, base_asset_amount))
+
+
+def validate_fill_price(
+    quote_asset_amount: int,
+    base_asset_amount: int,
+    base_precision: int,
+    order_direction: PositionDirection,
+    order_limit_price: int,
+    is_taker: bool,
+) -> None:
+    """A fill must not be worse than the order's limit (``InvalidOrderFillPrice``). A taker is
+    given one quote unit of slack in its favour for the rounding of the quote."""
+    if is_taker:
+        if order_direction == PositionDirection.Long:
+            rounded_quote_asset_amount = max(quote_asset_amount - 1, 0)
+        else:
+            rounded_quote_asset_amount = min(quote_asset_amount + 1, U64_MAX)
+    else:
+        rounded_quote_asset_amount = quote_asset_amount
+    fill_price = calculate_fill_price(rounded_quote_asset_amount, base_asset_amount, base_precision)
+    if order_direction == PositionDirection.Long and fill_price > order_limit_price:
+        raise ProtocolError(
+            ErrorCode.InvalidOrderFillPrice,
+            f"long fill price {fill_price} ({quote_asset_amount}/{base_asset_amount}) > limit "
+            f"price {order_limit_price} (taker={is_taker})",
+        )
+    if order_direction == PositionDirection.Short and fill_price < order_limit_price:
+        raise ProtocolError(
+            ErrorCode.InvalidOrderFillPrice,
+            f"short fill price {fill_price} ({quote_asset_amount}/{base_asset_amount}) < limit "
+            f"price {order_limit_price} (taker={is_taker})",
+        )
+
+
+def get_max_fill_amounts(
+    user: User,
+    order: Order,
+    base_market: SpotMarket,
+    quote_market: SpotMarket,
+    is_leaving_drift: bool,
+) -> tuple[int | None, int | None]:
+    """``(max base, max quote)`` a spot order may trade: a buy is bounded by the quote it can
+    spend (``(None, max_quote)``), a sell by the base it can sell (``(max_base, None)``,
+    step-rounded), each being the position plus what the market could lend.
+
+    The program's ``user_order_index`` argument is the order itself here.
+    """
+    if order.direction == PositionDirection.Long:
+        max_quote = cast_u64(_get_max_fill_amounts_for_market(user, quote_market, is_leaving_drift))
+        return None, max_quote
+    max_base = standardize_base_asset_amount(
+        cast_u64(_get_max_fill_amounts_for_market(user, base_market, is_leaving_drift)),
+        base_market.order_step_size,
+    )
+    return max_base, None
+
+
+def _get_max_fill_amounts_for_market(user: User, market: SpotMarket, is_leaving_drift: bool) -> int:
+    position = user.get_spot_position(market.market_index)
+    token_amount = (
+        0
+        if position is None
+        else get_signed_token_amount(
+            get_token_amount(position.scaled_balance, market, position.balance_type),
+            position.balance_type,
+        )
+    )
+    return get_max_withdraw_for_market_with_token_amount(market, token_amount, is_leaving_drift)
+
+
+def limit_price_breaches_maker_oracle_price_bands(
+    order_limit_price: int,
+    order_direction: PositionDirection,
+    oracle_price: int,
+    margin_ratio_initial: int,
+) -> bool:
+    """A maker bid at least ``margin_ratio_initial`` above the oracle (an ask as far below it)
+    would open a position underwater by its whole initial margin: such an order is cancelled
+    rather than filled."""
+    oracle_price = unsigned_abs(oracle_price)
+    if order_direction == PositionDirection.Long:
+        if order_limit_price <= oracle_price:
+            return False
+        percent_diff = div_trunc(
+            (order_limit_price - oracle_price) * MARGIN_PRECISION, oracle_price
+        )
+    else:
+        if order_limit_price >= oracle_price:
+            return False
+        percent_diff = div_trunc(
+            (oracle_price - order_limit_price) * MARGIN_PRECISION, oracle_price
+        )
+    return percent_diff >= margin_ratio_initial
+
+
+def validate_fill_price_within_price_bands(
+    fill_price: int,
+    oracle_price: int,
+    oracle_twap_5min: int,
+    margin_ratio_initial: int,
+    oracle_twap_5min_percent_divergence: int,
+    is_prediction_market: bool,
+    direction: PositionDirection | None = None,
+) -> None:
+    """A fill must be within ``margin_ratio_initial`` (MARGIN_PRECISION) of the oracle and
+    within ``oracle_twap_5min_percent_divergence`` (PERCENTAGE_PRECISION) of the 5-minute
+    oracle TWAP (``PriceBandsBreached``). With a ``direction``, a buy below both (a sell above
+    both) is always allowed. A prediction market only caps the price at 1."""
+    if is_prediction_market:
+        if fill_price > MAX_PREDICTION_MARKET_PRICE:
+            raise ProtocolError(
+                ErrorCode.PriceBandsBreached,
+                f"fill price {fill_price} above the prediction market cap",
+            )
+        return
+    if direction is not None:
+        if direction == PositionDirection.Long:
+            if fill_price < oracle_price and fill_price < oracle_twap_5min:
+                return
+        elif fill_price > oracle_price and fill_price > oracle_twap_5min:
+            return
+    if oracle_price == 0 or oracle_twap_5min == 0:
+        raise MathError("price band check against a zero oracle price or twap")
+    percent_diff = unsigned_abs(
+        div_trunc((fill_price - oracle_price) * MARGIN_PRECISION, oracle_price)
+    )
+    percent_diff_twap = unsigned_abs(
+        div_trunc((fill_price - oracle_twap_5min) * PERCENTAGE_PRECISION, oracle_twap_5min)
+    )
+    if percent_diff >= margin_ratio_initial:
+        raise ProtocolError(
+            ErrorCode.PriceBandsBreached,
+            f"fill price {fill_price} is {percent_diff}/{MARGIN_PRECISION} from the oracle "
+            f"{oracle_price} (max {margin_ratio_initial})",
+        )
+    if percent_diff_twap >= oracle_twap_5min_percent_divergence:
+        raise ProtocolError(
+            ErrorCode.PriceBandsBreached,
+            f"fill price {fill_price} is {percent_diff_twap}/{PERCENTAGE_PRECISION} from the "
+            f"5-minute oracle twap {oracle_twap_5min} (max {oracle_twap_5min_percent_divergence})",
+        )
+
+
+def is_oracle_too_divergent_with_twap_5min(
+    oracle_price: int, oracle_twap_5min: int, max_divergence: int
+) -> bool:
+    """Whether the oracle is ``max_divergence`` (PERCENTAGE_PRECISION) or more away from its
+    5-minute TWAP."""
+    if oracle_twap_5min == 0:
+        raise MathError("oracle twap 5min is 0")
+    percent_diff = div_trunc(
+        abs(oracle_price - oracle_twap_5min) * PERCENTAGE_PRECISION, abs(oracle_twap_5min)
+    )
+    return percent_diff >= max_divergence
+
+
+def select_margin_type_for_perp_maker(
+    maker: User, base_asset_amount_filled: int, market_index: int
+) -> tuple[MarginRequirementType, bool]:
+    """``(requirement, risk increasing)`` for a maker after filling ``base_asset_amount_filled``
+    (signed: the maker's base change): Maintenance if the fill closed or shrank its position,
+    else the Fill requirement."""
+    position = maker.get_perp_position(market_index)
+    position_after_fill = 0 if position is None else position.base_asset_amount
+    position_before = position_after_fill - base_asset_amount_filled
+    if position_after_fill == 0:
+        return MarginRequirementType.Maintenance, False
+    if sign(position_after_fill) == sign(position_before) and abs(position_after_fill) < abs(
+        position_before
+    ):
+        return MarginRequirementType.Maintenance, False
+    return MarginRequirementType.Fill, True

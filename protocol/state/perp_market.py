@@ -14,7 +14,6 @@ perp base positions, and ``base_asset_amount_with_amm`` is its negation's AMM si
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 from protocol.constants import (
@@ -24,6 +23,7 @@ from protocol.constants import (
     PEG_PRECISION,
     SPOT_WEIGHT_PRECISION,
 )
+from protocol.state.copying import shallow_copy
 from protocol.state.oracle import HistoricalOracleData
 from protocol.state.spot_market import PoolBalance
 from protocol.types import ContractTier, ContractType, MarketStatus, OracleSource
@@ -130,7 +130,7 @@ class AMM:
     reference_price_offset_deadband_pct: int = 0
 
     def clone(self) -> AMM:
-        new = copy.copy(self)
+        new = shallow_copy(self)
         new.historical_oracle_data = self.historical_oracle_data.clone()
         new.fee_pool = self.fee_pool.clone()
         return new
@@ -147,7 +147,7 @@ class InsuranceClaim:
     last_revenue_withdraw_ts: int = 0
 
     def clone(self) -> InsuranceClaim:
-        return copy.copy(self)
+        return shallow_copy(self)
 
 
 @dataclass(slots=True)
@@ -178,12 +178,13 @@ class PerpMarket:
     expiry_ts: int = 0
     expiry_price: int = 0
     fee_adjustment: int = 0
+    last_fill_price: int = 0  # PRICE_PRECISION, the average price of the last fill
     next_fill_record_id: int = 1
     next_funding_rate_record_id: int = 1
     next_curve_record_id: int = 1
 
     def clone(self) -> PerpMarket:
-        new = copy.copy(self)
+        new = shallow_copy(self)
         new.amm = self.amm.clone()
         new.pnl_pool = self.pnl_pool.clone()
         new.insurance_claim = self.insurance_claim.clone()

@@ -11,7 +11,6 @@ Invariant kept by every instruction: ``vault_amount`` (tokens the program holds)
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 from protocol.constants import (
@@ -20,6 +19,7 @@ from protocol.constants import (
     SPOT_WEIGHT_PRECISION,
     THIRTEEN_DAY,
 )
+from protocol.state.copying import shallow_copy
 from protocol.state.oracle import HistoricalIndexData, HistoricalOracleData
 from protocol.types import AssetTier, MarketStatus, OracleSource
 
@@ -50,7 +50,7 @@ class InsuranceFund:
     user_factor: int = 0  # part of total_factor reserved for stakers (<= total_factor)
 
     def clone(self) -> InsuranceFund:
-        return copy.copy(self)
+        return shallow_copy(self)
 
 
 @dataclass(slots=True)
@@ -134,7 +134,7 @@ class SpotMarket:
     next_fill_record_id: int = 1
 
     def clone(self) -> SpotMarket:
-        new = copy.copy(self)
+        new = shallow_copy(self)
         new.historical_oracle_data = self.historical_oracle_data.clone()
         new.historical_index_data = self.historical_index_data.clone()
         new.revenue_pool = self.revenue_pool.clone()

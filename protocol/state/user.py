@@ -9,12 +9,12 @@ base, quote, open orders or LP shares.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
 from protocol.constants import MAX_OPEN_ORDERS, MAX_PERP_POSITIONS, MAX_SPOT_POSITIONS
 from protocol.error_codes import ErrorCode
 from protocol.errors import ProtocolError
+from protocol.state.copying import shallow_copy
 from protocol.types import (
     MarketType,
     OrderStatus,
@@ -143,7 +143,7 @@ class Order:
         return self.status != OrderStatus.Open
 
     def clone(self) -> Order:
-        return copy.copy(self)
+        return shallow_copy(self)
 
 
 @dataclass(slots=True)
@@ -175,10 +175,10 @@ class User:
         return (self.authority, self.sub_account_id)
 
     def clone(self) -> User:
-        new = copy.copy(self)
-        new.spot_positions = [copy.copy(p) for p in self.spot_positions]
-        new.perp_positions = [copy.copy(p) for p in self.perp_positions]
-        new.orders = [copy.copy(o) for o in self.orders]
+        new = shallow_copy(self)
+        new.spot_positions = [shallow_copy(p) for p in self.spot_positions]
+        new.perp_positions = [shallow_copy(p) for p in self.perp_positions]
+        new.orders = [shallow_copy(o) for o in self.orders]
         return new
 
     # --- status ---------------------------------------------------------------------------
@@ -192,8 +192,26 @@ class User:
         self.status &= ~(UserStatus.BeingLiquidated | UserStatus.Bankrupt)
         self.liquidation_margin_freed = 0
 
-    def enter_cross_margin_liquidation(self) -> None:
+    def enter_cross_margin_liquidation(self, slot: int) -> int:
+        """Flag the user as being liquidated; the liquidation's id. A liquidation already under
+        way keeps its id; a new one restarts ``liquidation_margin_freed`` and pins
+        ``last_active_slot`` to ``slot`` (the clock the escalating fee and the max percentage to
+        liquidate run on)."""
+        if self.is_being_liquidated():
+            return self.next_liquidation_id - 1
         self.status |= UserStatus.BeingLiquidated
+        self.liquidation_margin_freed = 0
+        self.last_active_slot = slot
+        liquidation_id = self.next_liquidation_id
+        # a u16 in the program, wrapping to 1
+        self.next_liquidation_id = liquidation_id + 1 if liquidation_id < 0xFFFF else 1
+        return liquidation_id
+
+    def enter_cross_margin_bankruptcy(self) -> None:
+        self.status = (self.status & ~UserStatus.BeingLiquidated) | UserStatus.Bankrupt
+
+    def exit_cross_margin_bankruptcy(self) -> None:
+        self.exit_cross_margin_liquidation()
 
     def is_reduce_only(self) -> bool:
         return bool(self.status & UserStatus.ReduceOnly)
@@ -291,10 +309,11 @@ class UserStats:
     last_taker_volume_30d_ts: int = 0
     last_filler_volume_30d_ts: int = 0
     if_staked_quote_asset_amount: int = 0
+    next_epoch_ts: int = 0  # when current_epoch_referrer_reward resets (unix seconds)
     number_of_sub_accounts: int = 0
     number_of_sub_accounts_created: int = 0
 
     def clone(self) -> UserStats:
-        new = copy.copy(self)
-        new.fees = copy.copy(self.fees)
+        new = shallow_copy(self)
+        new.fees = shallow_copy(self.fees)
         return new

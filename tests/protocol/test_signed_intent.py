@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from protocol.accounts import Accounts, ProgramState
+from protocol.accounts import Accounts, ProgramState, SignedMsgOrderId
 from protocol.clock import Clock
 from protocol.constants import BASE_PRECISION, PRICE_PRECISION
 from protocol.error_codes import ErrorCode
@@ -154,4 +154,15 @@ def test_uuid_is_single_use_until_the_intent_expires() -> None:
     later = Accounts(base, Clock(SLOT + 21, 0))
     later.use_signed_msg_uuid(key, b"\x03" * 8, SLOT + 40)
     later.commit()
-    assert base.signed_msg_uuids[key] == {b"\x03" * 8: SLOT + 40}
+    assert base.signed_msg_uuids[key] == {b"\x03" * 8: SignedMsgOrderId(SLOT + 40, 0)}
+
+
+def test_a_spent_uuid_remembers_the_order_it_placed() -> None:
+    base = ProgramState(State())
+    key = (ALICE.pubkey, 0)
+    view = Accounts(base, Clock(SLOT, 0))
+    view.use_signed_msg_uuid(key, b"\x01" * 8, SLOT + 20, 7)
+    assert view.signed_msg_order_id(key, b"\x01" * 8) == 7
+    assert view.signed_msg_order_id(key, b"\x02" * 8) is None
+    view.commit()
+    assert base.signed_msg_uuids[key] == {b"\x01" * 8: SignedMsgOrderId(SLOT + 20, 7)}

@@ -14,7 +14,7 @@ from protocol.instructions import Deposit, InitializeUser, UpdateUserDelegate, W
 from protocol.program import Executed
 from protocol.records import DepositRecord, NewUserRecord
 from protocol.state_hash import state_hash
-from protocol.transaction import MAGIC, Transaction, parse_transaction
+from protocol.transaction import MAGIC, Transaction, message_bytes, parse_transaction
 from tests.protocol.world import SOL, USDC, USDC_UNIT, World, keypair
 
 ALICE = keypair(1)
@@ -185,3 +185,12 @@ def test_any_single_byte_change_is_rejected(world: World, data: st.DataObject) -
     result = world.program.execute_bytes(bytes(raw), world.clock)
     assert isinstance(result, Rejected)
     assert snapshot(world)[0] == before_hash
+
+
+def test_parsed_wire_message_is_the_canonical_encoding(world: World) -> None:
+    tx = world.tx(
+        Deposit(ALICE.pubkey, 0, USDC, 5), InitializeUser(BOB.pubkey, 0), signers=(ALICE, BOB)
+    )
+    parsed = parse_transaction(tx.to_bytes())
+    assert parsed.wire_message is not None
+    assert parsed.wire_message == message_bytes(tx.instructions, tx.recent_slot, tx.signers)
