@@ -12,11 +12,11 @@ method with no ``await`` in it, on one event loop, that executes and appends. So
 execute one at a time, and the journal order is the execution order. :meth:`submit_receipt`
 is reserve + execute + wait until durable; a caller that wants many transactions in flight (the
 node's single sequencer task) calls the two halves itself and reacts to each entry's
-``durable`` future, so it never waits for a commit before executing the next transaction. Nothing else may call ``program.execute`` or mutate
-``ledger.state``; reads (``state``, ``simulate``) may see transactions that are executed but not
-yet durable, which is harmless because nothing is acknowledged before it is durable, and an
-acknowledged transaction's predecessors are durable too (they commit in the same or an
-earlier group).
+``durable`` future, so it never waits for a commit before executing the next transaction.
+Nothing else may call ``program.execute`` or mutate ``ledger.state``; reads (``state``,
+``simulate``) may see transactions that are executed but not yet durable, which is harmless
+because nothing is acknowledged before it is durable, and an acknowledged transaction's
+predecessors are durable too (they commit in the same or an earlier group).
 
 Restore
 -------

@@ -396,6 +396,24 @@ class BankruptcyRecord:
     ts: int
 
 
+@dataclass(frozen=True, slots=True)
+class LPRecord:
+    """BAL shares added, removed, or settled (the program's ``LPRecord``). ``action`` is
+    ``"add_liquidity"``, ``"remove_liquidity"`` or ``"settle_liquidity"``; ``n_shares``
+    (AMM_RESERVE_PRECISION) the shares added or burned (0 for a settlement); the deltas
+    (BASE / QUOTE_PRECISION) what moved into the perp position and ``pnl`` what it realized."""
+
+    action: str
+    authority: bytes
+    sub_account_id: int
+    market_index: int
+    n_shares: int
+    delta_base_asset_amount: int
+    delta_quote_asset_amount: int
+    pnl: int
+    ts: int
+
+
 Record = (
     NewUserRecord
     | DepositRecord
@@ -412,6 +430,7 @@ Record = (
     | BankruptcyRecord
     | InsuranceFundRecord
     | InsuranceFundStakeRecord
+    | LPRecord
 )
 
 

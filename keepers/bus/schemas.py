@@ -65,18 +65,26 @@ UuidHex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{16}$")]
 SignatureHex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{128}$")]
 
 
+# gc=False: decoded messages are trees of scalars and nested structs, never cycles, so the cyclic
+# garbage collector need not track them (it measurably slows ingest of busy order streams).
 class _Message(
     msgspec.Struct,
     frozen=True,
     kw_only=True,
     forbid_unknown_fields=True,
     tag_field="type",
+    gc=False,
 ):
     v: int = SCHEMA_VERSION
 
 
 class _Fields(
-    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    omit_defaults=True,
+    gc=False,
 ):
     """A nested, untagged group of fields."""
 
@@ -520,20 +528,36 @@ def _diagnose_fields(
 def _record_kind(cls: type) -> str:
     """``OrderActionRecord`` -> ``order_action``."""
     name = cls.__name__.removesuffix("Record")
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    # split before each capital that starts a word, keeping acronyms whole: LPRecord -> "lp"
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
 RECORD_TYPES: Final[dict[str, type[Any]]] = {_record_kind(cls): cls for cls in get_args(Record)}
 """Every record type of :data:`protocol.records.Record` by its ``kind`` (topic level)."""
 
 
+_KIND_BY_TYPE: Final[dict[type[Any], str]] = {cls: kind for kind, cls in RECORD_TYPES.items()}
+
+
 def record_kind(record: Record) -> str:
-    return _record_kind(type(record))
+    kind = _KIND_BY_TYPE.get(type(record))
+    return kind if kind is not None else _record_kind(type(record))
+
+
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _field_names(cls: type[Any]) -> tuple[str, ...]:
+    # dataclasses.fields() rebuilds its tuple on every call; the node encodes every record
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def record_to_message(sequenced: SequencedRecord) -> RecordMessage:
     record = sequenced.record
-    payload = {f.name: _to_wire(getattr(record, f.name)) for f in dataclasses.fields(record)}
+    payload = {name: _to_wire(getattr(record, name)) for name in _field_names(type(record))}
     return RecordMessage(
         seq=sequenced.seq, slot=sequenced.slot, kind=record_kind(record), payload=payload
     )
@@ -552,7 +576,8 @@ def record_from_message(message: RecordMessage, topic: str = "") -> SequencedRec
 
 
 def _to_wire(value: object) -> object:
-    if value is None or isinstance(value, bool | str):
+    kind: type[Any] = type(value)
+    if kind is int or kind is str or kind is bool or value is None:  # most fields: first
         return value
     if isinstance(value, Enum):
         return value.value
@@ -563,7 +588,7 @@ def _to_wire(value: object) -> object:
     if isinstance(value, tuple | list):
         return [_to_wire(item) for item in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {name: _to_wire(getattr(value, name)) for name in _field_names(kind)}
     raise TypeError(f"cannot put a {type(value).__name__} on the bus")
 
 

@@ -67,7 +67,10 @@ referrer share) and :func:`~protocol.math.fees.calculate_fee_for_fulfillment_wit
 reward the lesser of a share of the fee and the time-based reward). The market keeps
 ``fee_to_market`` (``total_fee``, ``total_fee_minus_distributions``, ``net_revenue_since_last
 _funding``; against the AMM also ``total_exchange_fee`` = the taker fee and ``total_mm_fee`` = the
-spread surplus). The filler's reward goes to its perp position's quote (the filler must sign
+spread surplus). With BAL providers, an AMM fill's opposite side and 80% of
+``fee_to_market_for_lp`` are split to them pro rata (:mod:`protocol.controller.lp`; their
+fee share stays in the market's fee totals, as in the program, and reaches them through their
+positions' quote). The filler's reward goes to its perp position's quote (the filler must sign
 the transaction; a filler that is the taker, a named maker or of the taker's authority earns
 nothing; when the AMM fills part of a place-and-make, the JIT maker earns the filler reward).
 The referrer (``UserStats.referrer``; paid to its sub-account 0) earns its share; a referrer
@@ -106,6 +109,7 @@ from protocol.constants import (
 )
 from protocol.controller.amm import update_amm
 from protocol.controller.funding import settle_funding_payment, update_funding_rate
+from protocol.controller.lp import update_lp_market_position
 from protocol.controller.orders import (
     EXPLANATION_ORDER_EXPIRED,
     PlaceOrderOptions,
@@ -130,6 +134,8 @@ from protocol.math.amm import (
     ask_price,
     bid_price,
     calculate_amm_available_liquidity,
+    calculate_bid_ask_bounds,
+    calculate_terminal_reserves,
     get_sanitize_clamp_denominator,
     reserve_price,
     update_amm_long_short_intensity,
@@ -912,6 +918,22 @@ def fulfill_perp_order_with_amm(
         market.fee_adjustment,
     )
 
+    # BAL providers (seed 004): the LPs take their share (user_lp_shares / sqrt_k) of the AMM's
+    # side of this fill and 80% of the fee to the market, per LP share; their part leaves the
+    # AMM's own net position, so its terminal reserves and reserve bounds follow
+    update_lp_market_position(
+        market,
+        get_position_delta_for_fill(base_asset_amount, quote_asset_amount, direction),
+        fees.fee_to_market_for_lp,
+    )
+    if amm.user_lp_shares > 0:
+        amm.terminal_quote_asset_reserve, new_terminal_base_reserve = calculate_terminal_reserves(
+            amm
+        )
+        amm.min_base_asset_reserve, amm.max_base_asset_reserve = calculate_bid_ask_bounds(
+            amm.concentration_coef, new_terminal_base_reserve
+        )
+
     amm.total_fee += fees.fee_to_market
     amm.total_exchange_fee += fees.user_fee
     amm.total_mm_fee += quote_asset_amount_surplus
@@ -923,8 +945,10 @@ def fulfill_perp_order_with_amm(
     increment_total_referee_discount(ctx.user_stats, fees.referee_discount)
 
     if ctx.referrer is not None and ctx.referrer_stats is not None and reward_referrer:
-        referrer_position = ctx.referrer.force_get_perp_position_mut(market.market_index)
+        # only a paid reward takes a position: the program's empty slot stays available, and
+        # this model keeps live positions only
         if fees.referrer_reward > 0:
+            referrer_position = ctx.referrer.force_get_perp_position_mut(market.market_index)
             update_quote_asset_amount(referrer_position, market, fees.referrer_reward)
         increment_total_referrer_reward(ctx.referrer_stats, fees.referrer_reward, ctx.now)
 
@@ -1131,8 +1155,8 @@ def fulfill_perp_order_with_match(
         )
 
     if referrer is not None and referrer_stats is not None and reward_referrer:
-        referrer_position = referrer.force_get_perp_position_mut(market.market_index)
-        if fees.referrer_reward > 0:
+        if fees.referrer_reward > 0:  # as for AMM fills: no empty position for a zero reward
+            referrer_position = referrer.force_get_perp_position_mut(market.market_index)
             update_quote_asset_amount(referrer_position, market, fees.referrer_reward)
         increment_total_referrer_reward(referrer_stats, fees.referrer_reward, ctx.now)
 

@@ -67,7 +67,6 @@ from __future__ import annotations
 
 from protocol.accounts import Accounts, MarketReader
 from protocol.constants import (
-    AMM_RESERVE_PRECISION,
     LIQUIDATION_FEE_PRECISION,
     LIQUIDATION_PCT_PRECISION,
     MAX_PERP_POSITIONS,
@@ -83,6 +82,7 @@ from protocol.controller.fills import (
     update_taker_volume_30d,
 )
 from protocol.controller.funding import settle_funding_payment
+from protocol.controller.lp import burn_lp_shares
 from protocol.controller.orders import EXPLANATION_LIQUIDATION, cancel_orders
 from protocol.controller.position import (
     update_position_and_market,
@@ -100,7 +100,6 @@ from protocol.controller.spot_position import update_spot_balances_and_cumulativ
 from protocol.error_codes import ErrorCode
 from protocol.errors import MathError, ProtocolError
 from protocol.math.bankruptcy import is_user_bankrupt
-from protocol.math.cp_curve import get_update_k_result, update_k
 from protocol.math.liquidation import (
     LiquidationMultiplierType,
     calculate_asset_transfer_for_liability_transfer,
@@ -134,11 +133,10 @@ from protocol.math.orders import (
     is_oracle_too_divergent_with_twap_5min,
     standardize_base_asset_amount,
     standardize_base_asset_amount_ceil,
-    standardize_base_asset_amount_with_remainder_i128,
 )
 from protocol.math.position import calculate_base_asset_value_with_oracle_price
 from protocol.math.spot_balance import get_token_amount, get_token_value
-from protocol.numeric import U64_MAX, cast_i64, cast_u64, div_trunc
+from protocol.numeric import U64_MAX, cast_u64, div_trunc
 from protocol.records import (
     BankruptcyRecord,
     LiquidateBorrowForPerpPnlRecord,
@@ -425,81 +423,15 @@ def _prune(user: User, perp_markets: tuple[int, ...], spot_markets: tuple[int, .
 def remove_perp_lp_shares_in_liquidation(
     position: PerpPosition, market: PerpMarket, shares_to_burn: int, oracle_price: int
 ) -> tuple[PositionDelta, int]:
-    """Burn ``shares_to_burn`` of the position's BAL shares, as the program's ``burn_lp_shares``
-    (the liquidation path of its versions with BAL providers): settle the position's share of
-    the AMM's trades since it last settled (base to whole steps; the sub-step remainder is
-    carried), charge any remainder left at the oracle price (+1, rounded against the user) and
-    drop it, then shrink ``sqrt_k`` and ``amm.user_lp_shares`` by the shares burned.
+    """Burn ``shares_to_burn`` of the position's BAL shares before liquidating it (seed 004):
+    :func:`protocol.controller.lp.burn_lp_shares` (settle the position's LP slice, charge any
+    sub-step remainder at the oracle price, shrink ``sqrt_k`` and ``amm.user_lp_shares``).
+    There is no cooldown here: the program's liquidation path burns the shares directly.
 
     Returns the settled position delta (with the remainder charge in its quote) and the PnL it
-    realized. Minimal by design: the per-LP accounting is the fields the AMM already carries
-    (``base_asset_amount_per_lp`` / ``quote_asset_amount_per_lp``); the remainder charge moves
-    quote only.
+    realized.
     """
-    if position.lp_shares < shares_to_burn:
-        raise ProtocolError(
-            ErrorCode.InsufficientLPTokens,
-            f"position holds {position.lp_shares} shares < {shares_to_burn}",
-        )
-    amm = market.amm
-    step_size = amm.order_step_size
-
-    # settle: the position's slice of what the AMM took on since it last settled
-    n_shares = position.lp_shares
-    base_asset_amount = div_trunc(
-        (amm.base_asset_amount_per_lp - position.last_base_asset_amount_per_lp) * n_shares,
-        AMM_RESERVE_PRECISION,
-    )
-    quote_asset_amount = div_trunc(
-        (amm.quote_asset_amount_per_lp - position.last_quote_asset_amount_per_lp) * n_shares,
-        AMM_RESERVE_PRECISION,
-    )
-    settled_base, remainder = standardize_base_asset_amount_with_remainder_i128(
-        base_asset_amount, step_size
-    )
-    new_remainder = position.remainder_base_asset_amount + remainder
-    if abs(new_remainder) >= step_size:
-        whole_steps, new_remainder = standardize_base_asset_amount_with_remainder_i128(
-            new_remainder, step_size
-        )
-        settled_base += whole_steps
-    delta = PositionDelta(quote_asset_amount=quote_asset_amount, base_asset_amount=settled_base)
-    pnl = update_position_and_market(position, market, delta)
-    # what the LP now holds no longer counts as users' base against unsettled LPs
-    amm.base_asset_amount_with_unsettled_lp += settled_base
-    position.remainder_base_asset_amount = new_remainder
-
-    # the last LP out takes whatever remainder the market still holds for LPs
-    unsettled_remainder = (
-        amm.base_asset_amount_with_unsettled_lp + position.remainder_base_asset_amount
-    )
-    if shares_to_burn == amm.user_lp_shares and unsettled_remainder != 0:
-        position.remainder_base_asset_amount -= unsettled_remainder
-
-    if position.remainder_base_asset_amount != 0:
-        remainder_base = position.remainder_base_asset_amount
-        amm.base_asset_amount_with_amm -= remainder_base
-        amm.base_asset_amount_with_unsettled_lp += remainder_base
-        dust_base_asset_value = (
-            calculate_base_asset_value_with_oracle_price(remainder_base, oracle_price) + 1
-        )
-        update_quote_asset_amount(position, market, -dust_base_asset_value)
-        position.remainder_base_asset_amount = 0
-        delta = PositionDelta(
-            quote_asset_amount=delta.quote_asset_amount - dust_base_asset_value,
-            base_asset_amount=delta.base_asset_amount,
-        )
-        pnl -= dust_base_asset_value
-
-    position.last_base_asset_amount_per_lp = cast_i64(amm.base_asset_amount_per_lp)
-    position.last_quote_asset_amount_per_lp = cast_i64(amm.quote_asset_amount_per_lp)
-
-    position.lp_shares -= shares_to_burn
-    if amm.user_lp_shares < shares_to_burn:
-        raise MathError(f"amm.user_lp_shares {amm.user_lp_shares} < {shares_to_burn}")
-    amm.user_lp_shares -= shares_to_burn
-    update_k(market, get_update_k_result(market, amm.sqrt_k - shares_to_burn, False))
-    return delta, pnl
+    return burn_lp_shares(position, market, shares_to_burn, oracle_price)
 
 
 # --- perp -----------------------------------------------------------------------------------------

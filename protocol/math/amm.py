@@ -265,20 +265,26 @@ def update_amm_long_short_intensity(
 
 def can_lower_k(amm: AMM) -> bool:
     """``AMM::can_lower_k``: k may shrink only while users' net position could still be
-    closed on either side and stays below ``sqrt_k``."""
+    closed on either side and stays below the protocol-owned part of ``sqrt_k`` (BAL
+    providers' shares excluded, as in the program's versions with them)."""
     max_bids, max_asks = calculate_market_open_bids_asks(amm)
     net = unsigned_abs(amm.base_asset_amount_with_amm)
     return (
         net < min(unsigned_abs(max_bids), unsigned_abs(max_asks))
-        and max(net, amm.min_order_size) < amm.sqrt_k
+        and max(net, amm.min_order_size) < amm.sqrt_k - amm.user_lp_shares
         and amm.min_order_size < max(unsigned_abs(max_bids), unsigned_abs(max_asks))
     )
 
 
 def get_lower_bound_sqrt_k(amm: AMM) -> int:
     """``AMM::get_lower_bound_sqrt_k``: the smallest ``sqrt_k`` a formulaic decrease may reach
-    (the larger of users' net position and the minimum order size)."""
-    return min(amm.sqrt_k, max(amm.min_order_size, unsigned_abs(amm.base_asset_amount_with_amm)))
+    (the largest of users' net position, the minimum order size and the BAL providers' shares
+    plus 0.1%, as in the program's versions with them)."""
+    lp_shares_bound = amm.user_lp_shares + amm.user_lp_shares // 1000
+    return min(
+        amm.sqrt_k,
+        max(lp_shares_bound, amm.min_order_size, unsigned_abs(amm.base_asset_amount_with_amm)),
+    )
 
 
 def get_protocol_owned_position(amm: AMM) -> int:

@@ -22,6 +22,8 @@ Mapping of program methods (``Type::method``) to the free functions here:
 * ``PerpPosition::worst_case_liability_value`` / ``worst_case_base_asset_amount`` -> same names
 * ``{Spot,Perp}Position::margin_requirement_for_open_orders`` ->
   :func:`margin_requirement_for_open_orders`
+* ``PerpPosition::simulate_settled_lp_position`` / ``margin_requirement_for_lp_shares`` (the
+  program's versions with BAL providers) -> :mod:`protocol.math.lp`, same names
 * ``StrictOraclePrice`` (``state/oracle.rs``), ``OrderFillSimulation`` (``state/user.rs``) ->
   classes of the same names
 * ``User::meets_withdraw_margin_requirement_and_increment_fuel_bonus`` ->
@@ -82,6 +84,7 @@ from protocol.constants import (
 from protocol.error_codes import ErrorCode
 from protocol.errors import ProtocolError
 from protocol.math.funding import calculate_funding_payment
+from protocol.math.lp import margin_requirement_for_lp_shares, simulate_settled_lp_position
 from protocol.math.oracle import (
     DriftAction,
     get_max_confidence_interval_multiplier,
@@ -534,7 +537,9 @@ def calculate_perp_position_value_and_pnl(
     ``strict_quote_price`` is the quote asset's price (a plain int means no TWAP). The
     requirement is the worst-case notional (valued at the higher quote price) times the larger
     of the user's custom ratio and the market's size-adjusted ratio, plus $0.01 per open order.
-    Positive PnL is weighted and, for Initial, capped at MAX_POSITIVE_UPNL_FOR_INITIAL_MARGIN.
+    A position with BAL shares is valued as if settled, its shares' open bids/asks in its worst
+    case, and needs at least $1 more (:mod:`protocol.math.lp`). Positive PnL is weighted and,
+    for Initial, capped at MAX_POSITIVE_UPNL_FOR_INITIAL_MARGIN.
     """
     if isinstance(strict_quote_price, int):
         strict_quote_price = StrictOraclePrice(strict_quote_price)
@@ -551,6 +556,9 @@ def calculate_perp_position_value_and_pnl(
         else market.amm.cumulative_funding_rate_short,
         market_position,
     )
+    # BAL shares: the position as if its LP share were settled, with the base the shares could
+    # still take on as open bids/asks (so the worst case includes LP open orders)
+    market_position = simulate_settled_lp_position(market_position, market, valuation_price)
     base_asset_value, unrealized_pnl = calculate_base_asset_value_and_pnl_with_oracle_price(
         market_position, valuation_price
     )
@@ -571,6 +579,9 @@ def calculate_perp_position_value_and_pnl(
         )
         margin_requirement = div_trunc(worst_case_value * margin_ratio, MARGIN_PRECISION)
     margin_requirement += margin_requirement_for_open_orders(market_position)
+    margin_requirement += margin_requirement_for_lp_shares(
+        market_position, market.amm.order_step_size, valuation_price
+    )
 
     unrealized_asset_weight = get_unrealized_asset_weight(
         market, total_unrealized_pnl, margin_requirement_type
@@ -905,6 +916,7 @@ def _add_perp_position(
         market_position.base_asset_amount != 0
         or market_position.quote_asset_amount < 0
         or _perp_has_open_order(market_position)
+        or market_position.lp_shares > 0
     )
     if has_perp_liability:
         calculation.add_perp_liability()

@@ -9,7 +9,9 @@ its state, with the program's field names and units:
 * spreads: BID_ASK_SPREAD_PRECISION (1e6); margin ratios: MARGIN_PRECISION (1e4)
 
 Invariant: ``base_asset_amount_long + base_asset_amount_short`` equals the sum of all users'
-perp base positions, and ``base_asset_amount_with_amm`` is its negation's AMM side.
+perp base positions, and equals ``base_asset_amount_with_amm`` (the part the AMM itself is the
+other side of) plus ``base_asset_amount_with_unsettled_lp`` (the part BAL providers took on and
+have not settled; see :mod:`protocol.controller.lp`).
 """
 
 from __future__ import annotations

@@ -105,3 +105,5 @@ class State:
     max_number_of_sub_accounts: int = 8  # per authority
     # How many slots a transaction's recent_slot stays valid (Solana's blockhash window).
     max_transaction_age_slots: int = 150
+    # Seconds after a user's last BAL share addition before it may burn shares (seed 004).
+    lp_cooldown_time: int = 30

@@ -648,9 +648,11 @@ def test_burning_lp_shares_settles_the_lp_position_and_charges_the_remainder() -
 
 
 def test_lp_shares_alone_can_be_liquidated_and_restore_margin() -> None:
-    # No base: shares, a 10-base bid and a $10 deposit. Requirement 5% of the $1000 bid plus
-    # the $0.01 open-order charge plus the 0.1% buffer of $1000 = $51.01: shortage $41.01.
-    # Cancelling the bid and burning the share frees all of it; nothing is taken over.
+    # No base: shares, a 10-base bid and a $10 deposit. The share is 1/100 of sqrt_k and the
+    # base reserve could fall by all of its 100 (min bound 0): 1 base of LP open bids, so the
+    # worst case is 11 base ($1100). Requirement 5% of $1100 = $55 plus the $0.01 open-order
+    # charge plus the $1 LP-share minimum plus the 0.1% buffer of $1100 = $57.11: shortage
+    # $47.11. Cancelling the bid and burning the share frees all of it; nothing is taken over.
     user = _user(
         orders=[_long_order(10 * BASE_PRECISION)],
         next_order_id=2,
@@ -669,7 +671,7 @@ def test_lp_shares_alone_can_be_liquidated_and_restore_margin() -> None:
     (record,) = [r for r in accounts.records if isinstance(r, LiquidationRecord)]
     assert record.liquidate_perp is not None
     assert (record.liquidate_perp.lp_shares, record.liquidate_perp.base_asset_amount) == (R, 0)
-    assert record.margin_freed == 41_010_000
+    assert record.margin_freed == 47_110_000
 
 
 # --- liquidate_spot -------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ the others are worked by hand in the comments.
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from protocol.constants import (
@@ -461,8 +461,13 @@ def test_base_to_cover_is_the_least_base_that_frees_the_shortage(
     shortage: int, margin_ratio: int, fee_bps: int, price: int
 ) -> None:
     """With ``d`` the margin one whole base frees net of the fee (QUOTE per 1e9 base), the
-    returned base frees at most the shortage and one base unit more frees at least it."""
+    returned base frees at most the shortage and one base unit more frees at least it.
+
+    Markets keep the liquidator fee well under the maintenance margin ratio (the program
+    validates it); with the two nearly equal the base needed overflows u64, which the program
+    refuses too, so such inputs are outside this property."""
     fee = min(fee_bps * 100, margin_ratio * 100 - 1)
+    assume(fee * 2 <= margin_ratio * 100)
     base = calculate_base_asset_amount_to_cover_margin_shortage(
         shortage, margin_ratio, fee, 0, price, P
     )
