@@ -5,8 +5,9 @@ Each tick (``decide``) the bot:
 
 1. brings its :class:`~bots.margin_view.MarginView` up to date from the view's markets and
    oracle prices and from the user accounts that changed (``BotContext.extra["users"]``, a
-   :class:`~bots.margin_view.UserSource` or a live mapping of accounts): an oracle move
-   re-values only the positions it prices; no full rescan;
+   :class:`~bots.margin_view.UserSource` or a live mapping of accounts; ``extra["state"]``,
+   the program's ``State``, if the keeper has it): an oracle move re-values only the
+   positions it prices; no full rescan;
 2. resolves every bankrupt user it knows (``ResolvePerpBankruptcy`` per perp market with a
    loss, ``ResolveSpotBankruptcy`` per borrow), as the program requires before anything else
    can happen to that user;
@@ -26,7 +27,7 @@ Each tick (``decide``) the bot:
    ``limit_price_slippage_bps`` worse than the oracle, so a stale view cannot overpay;
 4. derisks: for each of its own perp positions whose notional exceeds ``max_position_value``,
    a reduce-only order (market, or limit at the oracle less ``derisk_slippage_bps``) for the
-   excess not already covered by its open reduce orders.
+   excess not already covered by its open orders on the closing side.
 
 Outcomes teach it (:meth:`Liquidator.on_outcome`): a user the program says has
 ``SufficientCollateral`` (or any other refusal) is left alone until its account next
@@ -38,7 +39,8 @@ BASE_PRECISION, spot tokens the mint's units, prices PRICE_PRECISION, fees
 LIQUIDATION_FEE_PRECISION.
 
 Limits: spot positions taken over are not sold down (only perps are derisked); the budget is
-an estimate (the program's initial-margin check on the liquidator is the authority).
+an estimate (the program's initial-margin check on the liquidator is the authority); without a
+user source the bot knows no one to liquidate and only derisks.
 """
 
 from __future__ import annotations
@@ -568,9 +570,11 @@ class Liquidator:
         if outcome.code == ErrorCode.InsufficientCollateral and outcome.field == "liquidator":
             self._blocked_on = self._own
             return
-        if outcome.code == ErrorCode.DuplicateTransaction:
-            # the same instruction, signed at the same slot, already ran (a tick that came
-            # before its account change): nothing was refused, the user is not throttled
+        if outcome.code in (ErrorCode.DuplicateTransaction, ErrorCode.StaleTransaction):
+            # refusals of the transaction's envelope, not of the liquidation: the same
+            # instruction signed at the same slot already ran (a tick that came before its
+            # account change), or the slot it was signed at is no longer accepted (the clock
+            # moved on): nothing was learned about the user, who is not throttled
             return
         self._throttled.add(key[1])
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from bots.margin_view import UserSource, user_source
 from keepers.runtime import Action, BotContext, Outcome, Status, Subscriptions, View
 from keepers.runtime.registry import register
+from protocol.error_codes import ErrorCode
 from protocol.instructions.lp import SettleLp
 from protocol.state import User, UserKey
 
@@ -131,6 +132,8 @@ class LpSettler:
             return
         for item in items:
             self._pending.pop(item, None)
+        if outcome.code in (ErrorCode.DuplicateTransaction, ErrorCode.StaleTransaction):
+            return  # the envelope (slot, id) was refused, not the settlements: retry them
         if outcome.status is Status.REJECTED:
             if len(items) > 1:
                 self._solo.update(items)

@@ -128,7 +128,6 @@ N_COLUMNS: Final = 6
 _LIMB: Final = 31
 _LIMB_MASK: Final = (1 << _LIMB) - 1
 _MAX_DIVISOR: Final = 1 << _LIMB
-_MAX_MULTIPLIER: Final = 1 << 62
 # A row's notional (and a spot row's value) must stay below this for the vector path; above it
 # (about $1.1bn per position) the row is valued by the protocol's own function.
 _VALUE_LIMIT: Final = 1 << 50
@@ -830,14 +829,16 @@ class MarginView:
             if perp is None:
                 store.rgen[sel] = True
                 return
-            store.derive_signature, store.value_signature = _perp_signatures(perp)
+            if store.derive_signature is None:  # a new store; market changes keep it current
+                store.derive_signature, store.value_signature = _perp_signatures(perp)
             store.rgen[sel] = store.rawgen[sel] | self._derive_perp(store, perp, sel)
         else:
             spot = self.markets.spot_markets.get(store.market_index)
             if spot is None:
                 store.rgen[sel] = True
                 return
-            store.derive_signature, store.value_signature = _spot_signatures(spot)
+            if store.derive_signature is None:  # a new store; market changes keep it current
+                store.derive_signature, store.value_signature = _spot_signatures(spot)
             store.rgen[sel] = store.rawgen[sel] | self._derive_spot(store, spot, sel)
 
     def _derive_perp(self, store: _PerpRows, market: PerpMarket, sel: Selection) -> BoolArray:
@@ -1140,6 +1141,7 @@ class MarginView:
             decimals > _MAX_DECIMALS
             or not 0 < price < _VALUE_LIMIT
             or not 0 <= self._buffer < _WEIGHT_LIMIT
+            or not 0 <= initial_default < _WEIGHT_LIMIT
         ):
             return np.ones(k, dtype=np.bool_)
         cols = store.cols

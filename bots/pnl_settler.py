@@ -38,6 +38,7 @@ from keepers.runtime import Action, BotContext, Outcome, Status, Subscriptions, 
 from keepers.runtime.registry import register
 from protocol.constants import AMM_RESERVE_PRECISION, QUOTE_PRECISION
 from protocol.controller.pnl import validate_market_within_price_band
+from protocol.error_codes import ErrorCode
 from protocol.errors import ProtocolError
 from protocol.instructions import SettlePnl
 from protocol.math.funding import calculate_funding_payment
@@ -238,6 +239,8 @@ class PnlSettler:
     def on_outcome(self, outcome: Outcome) -> None:
         if outcome.status is not Status.REJECTED:
             return
+        if outcome.code in (ErrorCode.DuplicateTransaction, ErrorCode.StaleTransaction):
+            return  # the envelope (slot, id) was refused, not the settlements: retry them
         items = [
             ((ix.authority, ix.sub_account_id), ix.market_index)
             for ix in outcome.action.instructions

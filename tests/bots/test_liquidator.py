@@ -320,6 +320,7 @@ def test_derisk_counts_open_asks_as_sold() -> None:
 def test_nothing_without_an_own_account_or_users() -> None:
     program, node, _ = _world([Account(X, usdc=Q)], 94 * PRICE_PRECISION)
     lonely = Liquidator(context("liquidator", L))
-    assert lonely.decide(
-        view_of_state(program.state, authority=L.pubkey, slot=node.slot, ts=node.ts)
-    ) == []
+    assert (
+        lonely.decide(view_of_state(program.state, authority=L.pubkey, slot=node.slot, ts=node.ts))
+        == []
+    )

@@ -294,12 +294,8 @@ def test_mul_div_floor_is_exact(x: int, m: int, d: int) -> None:
 def test_signed_rounding_matches_the_program(x: int, price: int, decimals: int) -> None:
     assume(abs(x) * price // 10**decimals < 2**62)  # callers bound the quotient
     arr = np.array([x], dtype=np.int64)
-    assert int(mv._mul_div_trunc(arr, price, 10**decimals)[0]) == div_trunc(
-        x * price, 10**decimals
-    )
-    assert int(mv._mul_div_away(arr, price, 10**decimals)[0]) == get_token_value(
-        x, decimals, price
-    )
+    assert int(mv._mul_div_trunc(arr, price, 10**decimals)[0]) == div_trunc(x * price, 10**decimals)
+    assert int(mv._mul_div_away(arr, price, 10**decimals)[0]) == get_token_value(x, decimals, price)
 
 
 @given(st.integers(0, 2**62 - 1))
