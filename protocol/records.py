@@ -70,6 +70,10 @@ class OrderActionRecord:
     reason: str
     slot: int
     ts: int
+    # the keeper paid for this action (an expiry or a cancel by a filler) and what it was paid,
+    # as the program's record carries them
+    filler: tuple[bytes, int] | None = None
+    filler_reward: int = 0
     order: Order | None = field(default=None, compare=False, repr=False)
 
 

@@ -711,10 +711,18 @@ def _cancel_with_flat_reward(
     action: str,
     explanation: str,
 ) -> None:
-    pay_keeper_flat_reward_for_perps(
+    reward = pay_keeper_flat_reward_for_perps(
         user, filler, market, accounts.state.perp_fee_structure.flat_filler_fee, accounts.clock.slot
     )
-    _cancel(accounts, user, order, action, explanation)
+    _cancel(
+        accounts,
+        user,
+        order,
+        action,
+        explanation,
+        filler=filler.key if filler is not None else None,
+        filler_reward=reward,
+    )
 
 
 def get_maker_orders_info(

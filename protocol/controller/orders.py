@@ -200,7 +200,14 @@ def validate_spot_margin_trading(user: User, reader: MarketReader) -> None:
 
 # --- records ----------------------------------------------------------------------------------
 def _emit_order_action(
-    accounts: Accounts, user: User, order: Order, action: str, explanation: str
+    accounts: Accounts,
+    user: User,
+    order: Order,
+    action: str,
+    explanation: str,
+    *,
+    filler: UserKey | None = None,
+    filler_reward: int = 0,
 ) -> None:
     accounts.emit(
         OrderActionRecord(
@@ -218,6 +225,8 @@ def _emit_order_action(
             reason=explanation,
             slot=accounts.clock.slot,
             ts=accounts.clock.unix_timestamp,
+            filler=filler,
+            filler_reward=filler_reward,
             # a copy: later instructions of the same transaction may change the live order
             order=order.clone(),
         )
@@ -662,13 +671,25 @@ def place_spot_order(
 
 
 # --- cancelling -------------------------------------------------------------------------------
-def _cancel(accounts: Accounts, user: User, order: Order, action: str, explanation: str) -> None:
-    """Take an open order off the user, releasing its open bids/asks."""
+def _cancel(
+    accounts: Accounts,
+    user: User,
+    order: Order,
+    action: str,
+    explanation: str,
+    *,
+    filler: UserKey | None = None,
+    filler_reward: int = 0,
+) -> None:
+    """Take an open order off the user, releasing its open bids/asks. ``filler`` and
+    ``filler_reward`` name the keeper paid for it, if any, in the record."""
     if order.status != OrderStatus.Open:
         raise ProtocolError(
             ErrorCode.OrderNotOpen, f"order {order.order_id} is not open", field="order_id"
         )
-    _emit_order_action(accounts, user, order, action, explanation)
+    _emit_order_action(
+        accounts, user, order, action, explanation, filler=filler, filler_reward=filler_reward
+    )
 
     unfilled = get_base_asset_amount_unfilled(order)
     position: PerpPosition | SpotPosition | None

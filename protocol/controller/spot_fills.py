@@ -286,14 +286,22 @@ class SpotFillContext:
 def _cancel_with_flat_reward(
     ctx: SpotFillContext, user: User, order: Order, action: str, explanation: str
 ) -> None:
-    pay_keeper_flat_reward_for_spot(
+    reward = pay_keeper_flat_reward_for_spot(
         user,
         ctx.filler,
         ctx.quote_market,
         ctx.state.spot_fee_structure.flat_filler_fee,
         ctx.slot,
     )
-    _cancel(ctx.accounts, user, order, action, explanation)
+    _cancel(
+        ctx.accounts,
+        user,
+        order,
+        action,
+        explanation,
+        filler=ctx.filler.key if ctx.filler is not None else None,
+        filler_reward=reward,
+    )
 
 
 def get_spot_maker_orders_info(

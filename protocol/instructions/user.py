@@ -16,10 +16,7 @@ from dataclasses import dataclass
 
 from protocol.accounts import Accounts
 from protocol.codec import U16, U64, Pubkey
-from protocol.controller.spot_balance import (
-    update_spot_market_cumulative_interest,
-    update_spot_market_twap_stats,
-)
+from protocol.controller.spot_balance import update_spot_market_cumulative_interest
 from protocol.controller.spot_position import (
     update_spot_balances_and_cumulative_deposits,
     update_spot_balances_and_cumulative_deposits_with_limits,
@@ -179,7 +176,6 @@ def deposit(accounts: Accounts, ix: Deposit) -> None:
     _require_positive(ix.amount)
     if user.is_bankrupt():
         raise ProtocolError(ErrorCode.UserBankrupt, field="authority")
-    now = accounts.clock.unix_timestamp
     market = accounts.spot_market(ix.market_index)
     price_data = accounts.oracle_price_data(market.oracle)
     _accrue_interest(accounts, market, price_data)
@@ -214,7 +210,6 @@ def deposit(accounts: Accounts, ix: Deposit) -> None:
                 f"deposits {total} would exceed the cap {market.max_token_deposits}",
                 field="amount",
             )
-    update_spot_market_twap_stats(market, price_data, now)
     if user.is_being_liquidated() and not can_be_liquidated(user, accounts):
         user.exit_cross_margin_liquidation()
     user.last_active_slot = accounts.clock.slot
@@ -228,7 +223,6 @@ def withdraw(accounts: Accounts, ix: Withdraw) -> None:
     _require_positive(ix.amount)
     if user.is_bankrupt():
         raise ProtocolError(ErrorCode.UserBankrupt, field="authority")
-    now = accounts.clock.unix_timestamp
     market = accounts.spot_market(ix.market_index)
     price_data = accounts.oracle_price_data(market.oracle)
     _accrue_interest(accounts, market, price_data)
@@ -257,7 +251,6 @@ def withdraw(accounts: Accounts, ix: Withdraw) -> None:
     if user.is_being_liquidated():
         # passing the initial-margin check above means the user is healthy again
         user.exit_cross_margin_liquidation()
-    update_spot_market_twap_stats(market, price_data, now)
     user.prune_spot_position(ix.market_index)
     user.last_active_slot = accounts.clock.slot
     accounts.emit(_deposit_record(accounts, user, market, "withdraw", amount, price_data.price))
@@ -278,7 +271,6 @@ def transfer_deposit(accounts: Accounts, ix: TransferDeposit) -> None:
     _require_positive(ix.amount)
     if from_user.is_bankrupt() or to_user.is_bankrupt():
         raise ProtocolError(ErrorCode.UserBankrupt, field="authority")
-    now = accounts.clock.unix_timestamp
     market = accounts.spot_market(ix.market_index)
     price_data = accounts.oracle_price_data(market.oracle)
     _accrue_interest(accounts, market, price_data)
@@ -295,7 +287,6 @@ def transfer_deposit(accounts: Accounts, ix: TransferDeposit) -> None:
     update_spot_balances_and_cumulative_deposits(
         ix.amount, SpotBalanceType.Deposit, market, to_position, False
     )
-    update_spot_market_twap_stats(market, price_data, now)
     from_user.prune_spot_position(ix.market_index)
     accounts.emit(
         _deposit_record(
