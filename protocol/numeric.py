@@ -38,6 +38,8 @@ I128_MIN, I128_MAX = -(2**127), 2**127 - 1
 
 def div_trunc(a: int, b: int) -> int:
     """Rust integer division: the quotient truncated toward zero."""
+    if b > 0 and a >= 0:  # the common case, where floor and truncation agree
+        return a // b
     if b == 0:
         raise MathError("division by zero")
     q = abs(a) // abs(b)
