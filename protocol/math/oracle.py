@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import lru_cache
 from typing import ClassVar
 
 from protocol.constants import BID_ASK_SPREAD_PRECISION
@@ -206,6 +207,9 @@ def is_oracle_valid_for_action(oracle_validity: OracleValidity, action: DriftAct
     return oracle_validity.kind in _ACCEPTED[action]
 
 
+# Pure in hashable, frozen arguments, and a margin check asks it the same question for every
+# position priced by the same oracle: cache the answers.
+@lru_cache(maxsize=4096)
 def oracle_validity(
     market_type: MarketType,
     market_index: int,
@@ -279,26 +283,30 @@ def oracle_validity(
     return OracleValidity.Valid
 
 
+_PERP_CONFIDENCE_MULTIPLIER = {
+    ContractTier.A: 1,
+    ContractTier.B: 1,
+    ContractTier.C: 2,
+    ContractTier.Speculative: 10,
+    ContractTier.HighlySpeculative: 50,
+    ContractTier.Isolated: 50,
+}
+_SPOT_CONFIDENCE_MULTIPLIER = {
+    AssetTier.Collateral: 1,
+    AssetTier.Protected: 1,
+    AssetTier.Cross: 5,
+    AssetTier.Isolated: 50,
+    AssetTier.Unlisted: 50,
+}
+
+
 def get_max_confidence_interval_multiplier(market: PerpMarket | SpotMarket) -> int:
     """How many times ``confidence_interval_max_size`` a market tolerates: the program's
     ``PerpMarket::`` (by contract tier) and ``SpotMarket::get_max_confidence_interval_multiplier``
     (by asset tier)."""
     if isinstance(market, PerpMarket):
-        return {
-            ContractTier.A: 1,
-            ContractTier.B: 1,
-            ContractTier.C: 2,
-            ContractTier.Speculative: 10,
-            ContractTier.HighlySpeculative: 50,
-            ContractTier.Isolated: 50,
-        }[market.contract_tier]
-    return {
-        AssetTier.Collateral: 1,
-        AssetTier.Protected: 1,
-        AssetTier.Cross: 5,
-        AssetTier.Isolated: 50,
-        AssetTier.Unlisted: 50,
-    }[market.asset_tier]
+        return _PERP_CONFIDENCE_MULTIPLIER[market.contract_tier]
+    return _SPOT_CONFIDENCE_MULTIPLIER[market.asset_tier]
 
 
 def is_oracle_valid(
