@@ -521,6 +521,56 @@ def find_open_order(user: User, order_id: int) -> Order | None:
     return None
 
 
+def validate_named_maker(
+    accounts: Accounts,
+    ref: MakerOrderRef,
+    where: str,
+    seen: set[MakerOrderRef],
+    taker_key: UserKey,
+    taker_order: Order,
+    slot: int,
+) -> tuple[User, Order]:
+    """The checks every maker a filler names must pass, perp or spot (the verifier refuses the
+    transaction where the program would skip the maker): named once, not the taker's user, an
+    existing user not being liquidated, an open order in the taker's market on the other side,
+    triggered if it is a trigger order, and resting (``is_maker_for_taker``). ``where`` is the
+    field reported (``makers[i]``); ``ref`` is added to ``seen``."""
+    if ref in seen:
+        raise ProtocolError(ErrorCode.InvalidMaker, "maker order named twice", field=where)
+    seen.add(ref)
+    if ref.user_key == taker_key:
+        raise ProtocolError(
+            ErrorCode.MakerCantFulfillOwnOrder, "the maker is the taker's user", field=where
+        )
+    if not accounts.has_user(ref.user_key):
+        raise ProtocolError(ErrorCode.MakerNotFound, "no such maker user", field=where)
+    maker = accounts.user(ref.user_key)
+    if maker.is_being_liquidated():
+        raise ProtocolError(ErrorCode.InvalidMaker, "maker is being liquidated", field=where)
+    maker_order = find_open_order(maker, ref.order_id)
+    if maker_order is None:
+        raise ProtocolError(
+            ErrorCode.MakerOrderNotFound, f"no open order {ref.order_id}", field=where
+        )
+    if not are_orders_same_market_but_different_sides(maker_order, taker_order):
+        raise ProtocolError(
+            ErrorCode.InvalidMaker,
+            "maker order is in another market or on the taker's side",
+            field=where,
+        )
+    if maker_order.must_be_triggered() and not maker_order.triggered():
+        raise ProtocolError(
+            ErrorCode.OrderMustBeTriggeredFirst, "maker order not triggered", field=where
+        )
+    if not is_maker_for_taker(maker_order, taker_order, slot):
+        raise ProtocolError(
+            ErrorCode.MakerOrderMustBePostOnly,
+            "maker order is not a resting limit order older than the taker",
+            field=where,
+        )
+    return maker, maker_order
+
+
 def _perp_position(user: User, market_index: int) -> PerpPosition:
     position = user.get_perp_position(market_index)
     if position is None:
@@ -740,39 +790,9 @@ def get_maker_orders_info(
     cancelled = 0
     for i, ref in enumerate(makers):
         where = f"makers[{i}]"
-        if ref in seen:
-            raise ProtocolError(ErrorCode.InvalidMaker, "maker order named twice", field=where)
-        seen.add(ref)
-        if ref.user_key == ctx.user_key:
-            raise ProtocolError(
-                ErrorCode.MakerCantFulfillOwnOrder, "the maker is the taker's user", field=where
-            )
-        if not accounts.has_user(ref.user_key):
-            raise ProtocolError(ErrorCode.MakerNotFound, "no such maker user", field=where)
-        maker = accounts.user(ref.user_key)
-        if maker.is_being_liquidated():
-            raise ProtocolError(ErrorCode.InvalidMaker, "maker is being liquidated", field=where)
-        maker_order = find_open_order(maker, ref.order_id)
-        if maker_order is None:
-            raise ProtocolError(
-                ErrorCode.MakerOrderNotFound, f"no open order {ref.order_id}", field=where
-            )
-        if not are_orders_same_market_but_different_sides(maker_order, taker_order):
-            raise ProtocolError(
-                ErrorCode.InvalidMaker,
-                "maker order is in another market or on the taker's side",
-                field=where,
-            )
-        if maker_order.must_be_triggered() and not maker_order.triggered():
-            raise ProtocolError(
-                ErrorCode.OrderMustBeTriggeredFirst, "maker order not triggered", field=where
-            )
-        if not is_maker_for_taker(maker_order, taker_order, ctx.slot):
-            raise ProtocolError(
-                ErrorCode.MakerOrderMustBePostOnly,
-                "maker order is not a resting limit order older than the taker",
-                field=where,
-            )
+        maker, maker_order = validate_named_maker(
+            accounts, ref, where, seen, ctx.user_key, taker_order, ctx.slot
+        )
         maker_price = force_get_limit_price(
             maker_order,
             ctx.oracle_price,

@@ -67,6 +67,7 @@ from protocol.controller.fills import (
     update_order_after_fill,
     update_taker_volume_30d,
     update_trigger_order_params,
+    validate_named_maker,
 )
 from protocol.controller.orders import (
     EXPLANATION_ORDER_EXPIRED,
@@ -103,7 +104,6 @@ from protocol.math.matching import (
     calculate_fill_for_matched_orders,
     calculate_filler_multiplier_for_matched_orders,
     do_orders_cross,
-    is_maker_for_taker,
 )
 from protocol.math.oracle import (
     DriftAction,
@@ -319,39 +319,9 @@ def get_spot_maker_orders_info(
     cancelled = 0
     for i, ref in enumerate(makers):
         where = f"makers[{i}]"
-        if ref in seen:
-            raise ProtocolError(ErrorCode.InvalidMaker, "maker order named twice", field=where)
-        seen.add(ref)
-        if ref.user_key == ctx.user_key:
-            raise ProtocolError(
-                ErrorCode.MakerCantFulfillOwnOrder, "the maker is the taker's user", field=where
-            )
-        if not accounts.has_user(ref.user_key):
-            raise ProtocolError(ErrorCode.MakerNotFound, "no such maker user", field=where)
-        maker = accounts.user(ref.user_key)
-        if maker.is_being_liquidated():
-            raise ProtocolError(ErrorCode.InvalidMaker, "maker is being liquidated", field=where)
-        maker_order = find_open_order(maker, ref.order_id)
-        if maker_order is None:
-            raise ProtocolError(
-                ErrorCode.MakerOrderNotFound, f"no open order {ref.order_id}", field=where
-            )
-        if not are_orders_same_market_but_different_sides(maker_order, taker_order):
-            raise ProtocolError(
-                ErrorCode.InvalidMaker,
-                "maker order is in another market or on the taker's side",
-                field=where,
-            )
-        if maker_order.must_be_triggered() and not maker_order.triggered():
-            raise ProtocolError(
-                ErrorCode.OrderMustBeTriggeredFirst, "maker order not triggered", field=where
-            )
-        if not is_maker_for_taker(maker_order, taker_order, ctx.slot):
-            raise ProtocolError(
-                ErrorCode.MakerOrderMustBePostOnly,
-                "maker order is not a resting limit order older than the taker",
-                field=where,
-            )
+        maker, maker_order = validate_named_maker(
+            accounts, ref, where, seen, ctx.user_key, taker_order, ctx.slot
+        )
         maker_price = force_get_limit_price(
             maker_order, ctx.oracle_price, None, ctx.slot, market.order_tick_size
         )
