@@ -19,6 +19,7 @@ MAX_OPEN_ORDERS: Final = 32
 # --- precisions (value = 10**exponent) --------------------------------------------------------
 AMM_RESERVE_PRECISION: Final = 10**9
 BASE_PRECISION: Final = AMM_RESERVE_PRECISION
+PERP_DECIMALS: Final = 9  # base amounts of perp markets are BASE_PRECISION
 PRICE_PRECISION: Final = 10**6
 PEG_PRECISION: Final = 10**6
 QUOTE_PRECISION: Final = 10**6

@@ -41,8 +41,6 @@ Deviations from the program, and why:
 * :class:`PositionDelta` (``controller::position::PositionDelta`` in the program) is defined in
   :mod:`protocol.math.orders`, which builds it (``get_position_delta_for_fill``) and which this
   module imports, so it cannot import back from here; it is re-exported from this module.
-* the program's ``math/orders.rs::calculate_quote_asset_amount_for_maker_order`` is used only
-  by :func:`update_position_with_base_asset_amount` so far and is private here.
 * the program validates a position's funding rate and step size after it has already updated
   the market's totals; a failure discards the whole transaction either way, so the checks run
   first here and a rejected update leaves the position and market as they were.
@@ -50,12 +48,13 @@ Deviations from the program, and why:
 
 from __future__ import annotations
 
-from protocol.constants import BASE_PRECISION, MAX_BASE_ASSET_AMOUNT_WITH_AMM
+from protocol.constants import MAX_BASE_ASSET_AMOUNT_WITH_AMM, PERP_DECIMALS
 from protocol.controller.amm import swap_base_asset, update_spread_reserves
 from protocol.error_codes import ErrorCode
 from protocol.errors import ProtocolError
 from protocol.math.orders import (
     PositionDelta,
+    calculate_quote_asset_amount_for_maker_order,
     get_position_delta_for_fill,
     is_multiple_of_step_size,
 )
@@ -64,7 +63,7 @@ from protocol.math.position import (
     get_new_position_amounts,
     get_position_update_type,
 )
-from protocol.numeric import cast_i64, cast_u64, div_trunc, safe_div_ceil
+from protocol.numeric import cast_i64, div_trunc
 from protocol.state.perp_market import PerpMarket
 from protocol.state.user import PerpPosition, User
 from protocol.types import PositionDirection, SwapDirection
@@ -261,17 +260,6 @@ def update_position_with_base_asset_amount(
     return quote_asset_amount, quote_asset_amount_surplus, pnl
 
 
-def _calculate_quote_asset_amount_for_maker_order(
-    base_asset_amount: int, fill_price: int, position_direction: PositionDirection
-) -> int:
-    # math/orders.rs (perp base decimals): a long pays the truncated notional, a short receives
-    # the ceiled one, so the difference always rounds toward the order's own price
-    notional = fill_price * base_asset_amount
-    if position_direction == PositionDirection.Long:
-        return cast_u64(div_trunc(notional, BASE_PRECISION))
-    return cast_u64(safe_div_ceil(notional, BASE_PRECISION))
-
-
 def _calculate_quote_asset_amount_surplus(
     position_direction: PositionDirection,
     quote_asset_swapped: int,
@@ -279,8 +267,8 @@ def _calculate_quote_asset_amount_surplus(
     fill_price: int,
 ) -> tuple[int, int]:
     """``(quote_asset_amount at fill_price, surplus the AMM keeps over the swap)``."""
-    quote_asset_amount = _calculate_quote_asset_amount_for_maker_order(
-        base_asset_amount, fill_price, position_direction
+    quote_asset_amount = calculate_quote_asset_amount_for_maker_order(
+        base_asset_amount, fill_price, PERP_DECIMALS, position_direction
     )
     if position_direction == PositionDirection.Long:
         surplus = cast_i64(quote_asset_amount - quote_asset_swapped)
