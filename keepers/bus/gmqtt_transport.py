@@ -91,6 +91,7 @@ class GmqttTransport(BufferedTransport):
         clean_session: bool = True,
         keepalive: int = 30,
         connect_timeout: float = 5.0,
+        ack_timeout: float = 10.0,
         high_water: int = 50_000,
         low_water: int = 10_000,
     ) -> None:
@@ -100,6 +101,7 @@ class GmqttTransport(BufferedTransport):
         self._clean_session = clean_session
         self._keepalive = keepalive
         self._connect_timeout = connect_timeout
+        self._ack_timeout = ack_timeout
         self._client: Any = None
         self._connecting: Any = None
         self._lost_while_connecting = False
@@ -182,8 +184,19 @@ class GmqttTransport(BufferedTransport):
             return
         future = self._storage.last
         self._storage.last = None
-        if future is not None:
-            await future
+        if future is None:
+            return
+        try:
+            async with asyncio.timeout(self._ack_timeout):
+                await future
+        except TimeoutError:
+            # A broker that never acknowledges (amqtt can lose a PUBACK) would otherwise hold the
+            # publisher forever: treat the connection as broken, so the owner reconnects and
+            # re-sends; subscribers drop the duplicate by its sequence number.
+            self.abort()
+            raise TransportDisconnected(
+                f"no PUBACK within {self._ack_timeout} s from {self._address.url}"
+            ) from None
 
     # --- gmqtt callbacks ---------------------------------------------------------------------
     def _on_message(
