@@ -59,13 +59,32 @@ Faithful to the program where a caller might not expect it:
 * a market whose oracle TWAPs were never seeded (0) has its oracle judged ``TooVolatile`` (so
   invalid for margin), and in strict mode (placing orders, withdrawing) its 5-minute TWAP of 0
   raises ``InvalidOracle``. Markets should start from :meth:`HistoricalOracleData.seeded`, as
-  :mod:`protocol.markets` does. A price of 0 or below raises from ``oracle_validity``.
+  :mod:`protocol.markets` does. A spot position's oracle price of 0 or below raises
+  ``InvalidOracle``; a perp market's is judged ``NonPositive`` (invalid for margin) and values
+  its positions at 0.
 * an order that does not increase risk still needs the Maintenance requirement met.
+
+How the account walk stays fast (a liquidator re-checks every account: see
+``benchmarks/liquidator_margin.py``) without changing any result:
+
+* a market's oracle reading, validity and strict price are read once per calculation (the
+  quote market's serve every perp position). Nothing read from a market is kept from one
+  calculation to the next: markets are mutable and change in place within a transaction.
+* the ``MarginCalc`` verdict on an oracle reading is remembered across calculations, keyed on
+  the reading and the guard rails (frozen values, by identity) and the plain values it reads.
+* positions without open bids or asks (perps also without BAL shares, in markets neither in
+  settlement nor of prediction contracts) skip the worst-case simulations, perp positions and
+  spot deposits add to the totals in place, and hot divisions are written out (truncating
+  toward zero, as ``div_trunc``). ``tests/protocol/test_margin_fast_paths.py`` holds every
+  shortcut to the general function it stands for, and the whole walk to a plain reference
+  walk, on random accounts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
+from math import isqrt
 from typing import TYPE_CHECKING
 
 from protocol.constants import (
@@ -86,8 +105,9 @@ from protocol.errors import ProtocolError
 from protocol.math.funding import calculate_funding_payment
 from protocol.math.lp import margin_requirement_for_lp_shares, simulate_settled_lp_position
 from protocol.math.oracle import (
+    MAX_CONFIDENCE_INTERVAL_MULTIPLIER_BY_ASSET_TIER,
+    MAX_CONFIDENCE_INTERVAL_MULTIPLIER_BY_CONTRACT_TIER,
     DriftAction,
-    get_max_confidence_interval_multiplier,
     is_oracle_valid_for_action,
     oracle_validity,
 )
@@ -102,13 +122,14 @@ from protocol.math.spot_balance import (
     get_token_amount,
     get_token_value,
 )
-from protocol.numeric import cast_u32, cast_u128, div_trunc, sqrt
+from protocol.numeric import U32_MAX, cast_u32, cast_u128, div_trunc, sqrt
 from protocol.state.margin_calculation import (
     MarginCalculation,
     MarginContext,
     MarketIdentifier,
 )
 from protocol.state.oracle import OraclePriceData
+from protocol.state.state import ValidityGuardRails
 from protocol.types import (
     AssetTier,
     ContractTier,
@@ -179,15 +200,30 @@ def calculate_size_premium_liability_weight(
     """
     if imf_factor == 0:
         return liability_weight
-    size_sqrt = sqrt(size * 10 + 1)  # 1e9 -> 1e10 -> sqrt: 1e5
-    liability_weight_numerator = liability_weight - div_trunc(liability_weight, 5)
-    size_premium_liability_weight = cast_u32(
-        liability_weight_numerator
-        + div_trunc(size_sqrt * imf_factor, div_trunc(100_000 * SPOT_IMF_PRECISION, precision))
-    )
+    if size >= 0 and imf_factor > 0 and liability_weight >= 0 and precision == MARGIN_PRECISION:
+        # every margin call: the program's unsigned operands at the usual precision, where
+        # floor division is its truncation
+        size_premium_liability_weight = (
+            liability_weight
+            - liability_weight // 5
+            + isqrt(size * 10 + 1) * imf_factor // _SIZE_PREMIUM_DIVISOR
+        )
+        if size_premium_liability_weight > U32_MAX:
+            cast_u32(size_premium_liability_weight)  # raises, as the program's cast
+    else:
+        size_sqrt = sqrt(size * 10 + 1)  # 1e9 -> 1e10 -> sqrt: 1e5
+        liability_weight_numerator = liability_weight - div_trunc(liability_weight, 5)
+        size_premium_liability_weight = cast_u32(
+            liability_weight_numerator
+            + div_trunc(size_sqrt * imf_factor, div_trunc(100_000 * SPOT_IMF_PRECISION, precision))
+        )
     if is_bounded:
         return max(liability_weight, size_premium_liability_weight)
     return size_premium_liability_weight
+
+
+_SIZE_PREMIUM_DIVISOR = 100_000 * SPOT_IMF_PRECISION // MARGIN_PRECISION
+_IMF_NUMERATOR = SPOT_IMF_PRECISION + SPOT_IMF_PRECISION // 10  # 1.1
 
 
 def calculate_size_discount_asset_weight(size: int, imf_factor: int, asset_weight: int) -> int:
@@ -197,23 +233,32 @@ def calculate_size_discount_asset_weight(size: int, imf_factor: int, asset_weigh
     """
     if imf_factor == 0:
         return asset_weight
-    size_sqrt = sqrt(size * 10 + 1)  # 1e9 -> 1e10 -> sqrt: 1e5
-    imf_numerator = SPOT_IMF_PRECISION + div_trunc(SPOT_IMF_PRECISION, 10)
-    size_discount_asset_weight = cast_u32(
-        div_trunc(
-            imf_numerator * SPOT_WEIGHT_PRECISION,
-            SPOT_IMF_PRECISION + div_trunc(size_sqrt * imf_factor, 100_000),
+    if size >= 0 and imf_factor > 0:
+        # every margin call: the program's unsigned operands, where floor division is its
+        # truncation; the quotient is at most 1.1 * SPOT_WEIGHT_PRECISION, a u32
+        size_discount_asset_weight = (
+            _IMF_NUMERATOR
+            * SPOT_WEIGHT_PRECISION
+            // (SPOT_IMF_PRECISION + isqrt(size * 10 + 1) * imf_factor // 100_000)
         )
-    )
+    else:
+        size_sqrt = sqrt(size * 10 + 1)  # 1e9 -> 1e10 -> sqrt: 1e5
+        size_discount_asset_weight = cast_u32(
+            div_trunc(
+                _IMF_NUMERATOR * SPOT_WEIGHT_PRECISION,
+                SPOT_IMF_PRECISION + div_trunc(size_sqrt * imf_factor, 100_000),
+            )
+        )
     return min(asset_weight, size_discount_asset_weight)
 
 
 # --- spot market weights --------------------------------------------------------------------
 def _size_in_amm_reserve_precision(size: int, decimals: int) -> int:
-    size_precision = 10**decimals
+    size_precision: int = 10**decimals
     if size_precision > AMM_RESERVE_PRECISION:
         return div_trunc(size, div_trunc(size_precision, AMM_RESERVE_PRECISION))
-    return div_trunc(size * AMM_RESERVE_PRECISION, size_precision)
+    # the program's ``size * AMM_RESERVE_PRECISION / size_precision``: an exact division here
+    return size * (AMM_RESERVE_PRECISION // size_precision)
 
 
 def get_scaled_initial_asset_weight(spot_market: SpotMarket, oracle_price: int) -> int:
@@ -400,59 +445,101 @@ _QUOTE_ASSET_PRICE_DATA = OraclePriceData(
 )
 
 
-def _get_price_data_and_validity(
-    reader: MarketReader,
+# Every account's margin check asks the same question of a market's oracle until the oracle is
+# written again or the market's TWAP moves: remember the verdicts. Readings and guard rails are
+# frozen values, matched by identity (hashing them field by field costs more than the verdict
+# saves); an entry holds both, so their ids cannot be reused while it lives. Everything else the
+# verdict depends on is a plain value in the key (the market's type and index only label the
+# program's log lines).
+_MARGIN_CALC_VALIDITY_ENTRIES = 4096
+_margin_calc_validity: dict[
+    tuple[int, int, int, int, OracleSource, int, int],
+    tuple[OraclePriceData, ValidityGuardRails, bool],
+] = {}
+
+
+def _is_oracle_valid_for_margin_calc(
     market_type: MarketType,
-    market: SpotMarket | PerpMarket,
-    oracle_id: str,
-    oracle_source: OracleSource,
+    market_index: int,
     last_oracle_price_twap: int,
-    slot_delay_overrides: tuple[int, int],
-) -> tuple[OraclePriceData, bool]:
-    """The oracle's price and whether it is valid for a margin calculation (the program's
-    ``OracleMap::get_price_data_and_validity`` then ``MarginCalc`` validity)."""
-    if oracle_source == OracleSource.QuoteAsset:
-        return _QUOTE_ASSET_PRICE_DATA, True
-    price_data = reader.oracle_price_data(oracle_id)
+    price_data: OraclePriceData,
+    guard_rails: ValidityGuardRails,
+    max_confidence_interval_multiplier: int,
+    oracle_source: OracleSource,
+    slots_before_stale_for_amm_immediate_override: int,
+    oracle_low_risk_slot_delay_override: int,
+) -> bool:
+    """``is_oracle_valid_for_action(oracle_validity(...), DriftAction.MarginCalc)``."""
+    key = (
+        id(price_data),
+        id(guard_rails),
+        last_oracle_price_twap,
+        max_confidence_interval_multiplier,
+        oracle_source,
+        slots_before_stale_for_amm_immediate_override,
+        oracle_low_risk_slot_delay_override,
+    )
+    entry = _margin_calc_validity.get(key)
+    if entry is not None and entry[0] is price_data and entry[1] is guard_rails:
+        return entry[2]
     validity = oracle_validity(
         market_type,
-        market.market_index,
+        market_index,
         last_oracle_price_twap,
         price_data,
-        reader.state.oracle_guard_rails.validity,
-        get_max_confidence_interval_multiplier(market),
+        guard_rails,
+        max_confidence_interval_multiplier,
         oracle_source,
-        *slot_delay_overrides,
+        slots_before_stale_for_amm_immediate_override,
+        oracle_low_risk_slot_delay_override,
     )
-    return price_data, is_oracle_valid_for_action(validity, DriftAction.MarginCalc)
+    valid = is_oracle_valid_for_action(validity, DriftAction.MarginCalc)
+    if len(_margin_calc_validity) >= _MARGIN_CALC_VALIDITY_ENTRIES:
+        _margin_calc_validity.clear()
+    _margin_calc_validity[key] = (price_data, guard_rails, valid)
+    return valid
 
 
 def _spot_price_data_and_validity(
-    reader: MarketReader, spot_market: SpotMarket
+    reader: MarketReader, spot_market: SpotMarket, guard_rails: ValidityGuardRails
 ) -> tuple[OraclePriceData, bool]:
-    return _get_price_data_and_validity(
-        reader,
+    """The oracle's price and whether it is valid for a margin calculation (the program's
+    ``OracleMap::get_price_data_and_validity`` then ``MarginCalc`` validity);
+    ``guard_rails`` is ``reader.state.oracle_guard_rails.validity``."""
+    if spot_market.oracle_source == OracleSource.QuoteAsset:
+        return _QUOTE_ASSET_PRICE_DATA, True
+    price_data = reader.oracle_price_data(spot_market.oracle)
+    return price_data, _is_oracle_valid_for_margin_calc(
         MarketType.Spot,
-        spot_market,
-        spot_market.oracle,
-        spot_market.oracle_source,
+        spot_market.market_index,
         spot_market.historical_oracle_data.last_oracle_price_twap,
-        (0, 0),  # the program passes no AMM-staleness overrides for spot oracles
+        price_data,
+        guard_rails,
+        MAX_CONFIDENCE_INTERVAL_MULTIPLIER_BY_ASSET_TIER[spot_market.asset_tier],
+        spot_market.oracle_source,
+        0,  # the program passes no AMM-staleness overrides for spot oracles
+        0,
     )
 
 
 def _perp_price_data_and_validity(
-    reader: MarketReader, perp_market: PerpMarket
+    reader: MarketReader, perp_market: PerpMarket, guard_rails: ValidityGuardRails
 ) -> tuple[OraclePriceData, bool]:
-    # This model's AMM has no per-market slot-delay overrides: the program's initial values.
-    return _get_price_data_and_validity(
-        reader,
+    """As :func:`_spot_price_data_and_validity`, for a perp market's AMM oracle."""
+    amm = perp_market.amm
+    if amm.oracle_source == OracleSource.QuoteAsset:
+        return _QUOTE_ASSET_PRICE_DATA, True
+    price_data = reader.oracle_price_data(amm.oracle)
+    return price_data, _is_oracle_valid_for_margin_calc(
         MarketType.Perp,
-        perp_market,
-        perp_market.amm.oracle,
-        perp_market.amm.oracle_source,
-        perp_market.amm.historical_oracle_data.last_oracle_price_twap,
-        (-1, 0),
+        perp_market.market_index,
+        amm.historical_oracle_data.last_oracle_price_twap,
+        price_data,
+        guard_rails,
+        MAX_CONFIDENCE_INTERVAL_MULTIPLIER_BY_CONTRACT_TIER[perp_market.contract_tier],
+        amm.oracle_source,
+        -1,  # this model's AMM has no per-market slot-delay overrides: the program's initial
+        0,  # values
     )
 
 
@@ -476,10 +563,37 @@ def _spot_is_borrow(position: SpotPosition) -> bool:
 
 
 def _get_signed_token_amount(position: SpotPosition, spot_market: SpotMarket) -> int:
-    return get_signed_token_amount(
-        get_token_amount(position.scaled_balance, spot_market, position.balance_type),
-        position.balance_type,
-    )
+    """``get_signed_token_amount(get_token_amount(...))``: deposits positive, borrows negative
+    (rounded up in magnitude)."""
+    balance_type = position.balance_type
+    if spot_market.decimals <= 19:
+        # Inline for every real balance (a non-negative balance times a non-negative index),
+        # where floor division is the truncation of a deposit and the negated ceiling of a
+        # borrow. _interest_precision_factor's exponent:
+        precision_decrease: int = 10 ** (19 - spot_market.decimals)
+        if balance_type == SpotBalanceType.Deposit:
+            amount = position.scaled_balance * spot_market.cumulative_deposit_interest
+            if amount >= 0:
+                return amount // precision_decrease
+        else:
+            amount = position.scaled_balance * spot_market.cumulative_borrow_interest
+            if amount >= 0:
+                return -amount // precision_decrease
+    token_amount = get_token_amount(position.scaled_balance, spot_market, balance_type)
+    return get_signed_token_amount(token_amount, balance_type)
+
+
+def _get_strict_token_value(
+    token_amount: int, decimals: int, strict_price_min: int, strict_price_max: int
+) -> int:
+    """``get_strict_token_value``: an asset at the lower price, a liability at the higher.
+    For a mint's decimals (>= 0) ``get_token_value``'s rounding (an asset's value truncated, a
+    liability's away from zero) is floor division."""
+    if decimals < 0:
+        return get_strict_token_value(token_amount, decimals, strict_price_min, strict_price_max)
+    price = strict_price_min if token_amount > 0 else strict_price_max
+    precision_decrease: int = 10**decimals
+    return token_amount * price // precision_decrease
 
 
 def _validate_spot_position(position: SpotPosition) -> None:
@@ -605,6 +719,103 @@ def calculate_perp_position_value_and_pnl(
         weighted_unrealized_pnl = min(weighted_unrealized_pnl, MAX_POSITIVE_UPNL_FOR_INITIAL_MARGIN)
 
     return margin_requirement, weighted_unrealized_pnl, worst_case_value, base_asset_value
+
+
+def _perp_position_value_and_pnl_without_orders(
+    market_position: PerpPosition,
+    market: PerpMarket,
+    oracle_price: int,
+    strict_quote_price: StrictOraclePrice,
+    margin_requirement_type: MarginRequirementType,
+    user_custom_margin_ratio: int,
+) -> tuple[int, int, int]:
+    """:func:`calculate_perp_position_value_and_pnl`'s first three results (margin
+    requirement, weighted unrealized PnL, worst-case liability value) for the common position:
+    no open bids or asks and no BAL shares, in a market neither in settlement nor of prediction
+    contracts. The same steps, with what those zeros make of them written in:
+
+    * no BAL shares: the position is its own settled simulation, with no LP requirement;
+    * no open bids/asks: both worst cases are the position itself;
+    * not in settlement: valued at the oracle price, with the size-adjusted margin ratio;
+    * not a prediction market: the liability value is |base| * price, which is also the base
+      asset value's magnitude (AMM_RESERVE_PRECISION is PRICE_TIMES_AMM_TO_QUOTE_PRECISION_RATIO).
+    """
+    base_asset_amount = market_position.base_asset_amount
+    amm = market.amm
+    cumulative_funding_rate = (
+        amm.cumulative_funding_rate_long
+        if base_asset_amount > 0
+        else amm.cumulative_funding_rate_short
+    )
+    if cumulative_funding_rate == market_position.last_cumulative_funding_rate:
+        unrealized_funding = 0  # calculate_funding_payment's zero rate delta
+    else:
+        unrealized_funding = calculate_funding_payment(cumulative_funding_rate, market_position)
+
+    # |base| * price (a non-positive price values it at 0), truncated; the base asset value
+    # truncates toward zero with the sign of the base
+    liability_value = abs(base_asset_amount) * (oracle_price if oracle_price > 0 else 0)
+    liability_value //= AMM_RESERVE_PRECISION
+    base_asset_value = liability_value if base_asset_amount > 0 else -liability_value
+    total_unrealized_pnl = (
+        base_asset_value + market_position.quote_asset_amount + unrealized_funding
+    )
+
+    quote_price = strict_quote_price.current
+    quote_twap_5min = strict_quote_price.twap_5min
+    if quote_twap_5min is None:
+        quote_price_min = quote_price_max = quote_price
+    else:
+        quote_price_min = min(quote_price, quote_twap_5min)
+        quote_price_max = max(quote_price, quote_twap_5min)
+
+    if quote_price_max != PRICE_PRECISION:  # (times one: unchanged)
+        liability_value = div_trunc(liability_value * quote_price_max, PRICE_PRECISION)
+
+    if margin_requirement_type == MarginRequirementType.Initial:
+        margin_ratio = market.margin_ratio_initial
+    elif margin_requirement_type == MarginRequirementType.Fill:
+        margin_ratio = div_trunc(market.margin_ratio_initial + market.margin_ratio_maintenance, 2)
+    else:
+        margin_ratio = market.margin_ratio_maintenance
+    if market.imf_factor != 0:  # get_margin_ratio's size premium (bounded: never below it)
+        margin_ratio = calculate_size_premium_liability_weight(
+            abs(base_asset_amount), market.imf_factor, margin_ratio, MARGIN_PRECISION
+        )
+    margin_ratio = max(margin_ratio, user_custom_margin_ratio)
+    margin_requirement = liability_value * margin_ratio  # div_trunc by MARGIN_PRECISION:
+    if margin_requirement >= 0:
+        margin_requirement //= MARGIN_PRECISION
+    else:
+        margin_requirement = -(-margin_requirement // MARGIN_PRECISION)
+    margin_requirement += market_position.open_orders * OPEN_ORDER_MARGIN_REQUIREMENT
+
+    if margin_requirement_type == MarginRequirementType.Maintenance:
+        # get_unrealized_asset_weight's Maintenance case (no imbalance or IMF scaling)
+        if total_unrealized_pnl <= 0:
+            unrealized_asset_weight = SPOT_WEIGHT_PRECISION
+        else:
+            unrealized_asset_weight = market.unrealized_pnl_maintenance_asset_weight
+    else:
+        unrealized_asset_weight = get_unrealized_asset_weight(
+            market, total_unrealized_pnl, margin_requirement_type
+        )
+    if total_unrealized_pnl > 0:
+        quote_price = quote_price_min
+    elif total_unrealized_pnl < 0:
+        quote_price = quote_price_max
+
+    weighted_unrealized_pnl = total_unrealized_pnl
+    if unrealized_asset_weight != SPOT_WEIGHT_PRECISION:
+        weighted_unrealized_pnl = div_trunc(
+            weighted_unrealized_pnl * unrealized_asset_weight, SPOT_WEIGHT_PRECISION
+        )
+    if quote_price != PRICE_PRECISION:
+        weighted_unrealized_pnl = div_trunc(weighted_unrealized_pnl * quote_price, PRICE_PRECISION)
+    if margin_requirement_type == MarginRequirementType.Initial:
+        weighted_unrealized_pnl = min(weighted_unrealized_pnl, MAX_POSITIVE_UPNL_FOR_INITIAL_MARGIN)
+
+    return margin_requirement, weighted_unrealized_pnl, liability_value
 
 
 # --- spot open orders: worst-case fill simulation ------------------------------------------
@@ -753,29 +964,57 @@ def get_worst_case_fill_simulation(
 
 
 # --- the account-wide calculation ---------------------------------------------------------------
+# Strict prices are frozen values, and every position priced by one oracle reading asks for the
+# same one: build each once, with its bounds.
+@lru_cache(maxsize=4096)
+def _strict_oracle_price(
+    price: int, twap_5min: int, strict: bool
+) -> tuple[StrictOraclePrice, int, int]:
+    strict_oracle_price = StrictOraclePrice.new(price, twap_5min, strict)
+    return strict_oracle_price, strict_oracle_price.min(), strict_oracle_price.max()
+
+
+_SpotPrice = tuple[bool, StrictOraclePrice, int, int]
+
+
+def _strict_spot_price(
+    reader: MarketReader, spot_market: SpotMarket, strict: bool, guard_rails: ValidityGuardRails
+) -> _SpotPrice:
+    """What every position in a spot market, or quoted in it, reads of its oracle: (valid for
+    margin, the strict oracle price, its ``min()``, its ``max()``)."""
+    oracle_price_data, oracle_valid = _spot_price_data_and_validity(
+        reader, spot_market, guard_rails
+    )
+    strict_oracle_price, price_min, price_max = _strict_oracle_price(
+        oracle_price_data.price,
+        spot_market.historical_oracle_data.last_oracle_price_twap_5min,
+        strict,
+    )
+    return oracle_valid, strict_oracle_price, price_min, price_max
+
+
 def _add_quote_spot_position(
     calculation: MarginCalculation,
     spot_position: SpotPosition,
     spot_market: SpotMarket,
-    strict_oracle_price: StrictOraclePrice,
-    oracle_valid: bool,
+    spot_price: _SpotPrice,
 ) -> None:
     """The quote market counts at face value (weight 1) and has no orders to simulate."""
+    oracle_valid, _, price_min, price_max = spot_price
     token_amount = _get_signed_token_amount(spot_position, spot_market)
     if token_amount == 0 and spot_position.scaled_balance != 0:
         raise ProtocolError(
             ErrorCode.InvalidMarginRatio,
             f"scaled_balance={spot_position.scaled_balance} when token_amount=0",
         )
-    token_value = get_strict_token_value(
-        token_amount, spot_market.decimals, strict_oracle_price.min(), strict_oracle_price.max()
-    )
+    token_value = _get_strict_token_value(token_amount, spot_market.decimals, price_min, price_max)
     if spot_position.balance_type == SpotBalanceType.Deposit:
         if calculation.context.ignore_invalid_deposit_oracles and not oracle_valid:
             token_value = 0
         calculation.add_cross_margin_total_collateral(token_value)
-        calculation.update_all_deposit_oracles_valid(oracle_valid)
-        calculation.add_spot_asset_value(token_value)
+        # update_all_deposit_oracles_valid, add_spot_asset_value
+        calculation.all_deposit_oracles_valid &= oracle_valid
+        calculation.total_spot_asset_value += token_value
         return
     liability_value = abs(token_value)
     if liability_value == 0:
@@ -796,44 +1035,64 @@ def _add_spot_position(
     calculation: MarginCalculation,
     spot_position: SpotPosition,
     spot_market: SpotMarket,
-    strict_oracle_price: StrictOraclePrice,
-    oracle_valid: bool,
+    spot_price: _SpotPrice,
     margin_requirement_type: MarginRequirementType,
     user_custom_margin_ratio: int,
 ) -> None:
-    signed_token_amount = _get_signed_token_amount(spot_position, spot_market)
-    simulation = get_worst_case_fill_simulation(
-        spot_position,
-        spot_market,
-        strict_oracle_price,
-        signed_token_amount,
-        margin_requirement_type,
-    ).apply_user_custom_margin_ratio(
-        spot_market, strict_oracle_price.current, user_custom_margin_ratio
-    )
-    if simulation.token_amount == 0 and spot_position.scaled_balance != 0:
+    oracle_valid, strict_oracle_price, price_min, price_max = spot_price
+    token_amount = _get_signed_token_amount(spot_position, spot_market)
+    if (
+        spot_position.open_bids == 0
+        and spot_position.open_asks == 0
+        and user_custom_margin_ratio == 0
+    ):
+        # The common case, without building simulations: with no bids or asks the worst case
+        # is the balance itself, as simulate_fills_both_sides' no-orders case values it (and
+        # no orders value), and a custom ratio of 0 leaves it as it is.
+        token_value = _get_strict_token_value(
+            token_amount, spot_market.decimals, price_min, price_max
+        )
+        weighted_token_value = _calculate_weighted_token_value(
+            spot_market, strict_oracle_price, margin_requirement_type, token_amount, token_value
+        )
+        orders_value = 0
+    else:
+        simulation = get_worst_case_fill_simulation(
+            spot_position,
+            spot_market,
+            strict_oracle_price,
+            token_amount,
+            margin_requirement_type,
+        ).apply_user_custom_margin_ratio(
+            spot_market, strict_oracle_price.current, user_custom_margin_ratio
+        )
+        token_amount = simulation.token_amount
+        token_value = simulation.token_value
+        weighted_token_value = simulation.weighted_token_value
+        orders_value = simulation.orders_value
+    if token_amount == 0 and spot_position.scaled_balance != 0:
         raise ProtocolError(
             ErrorCode.InvalidMarginRatio,
             f"scaled_balance={spot_position.scaled_balance} when worst_case_token_amount=0 "
             f"in spot market {spot_market.market_index}",
         )
 
-    calculation.add_cross_margin_margin_requirement(
-        margin_requirement_for_open_orders(spot_position),
-        0,
-        MarketIdentifier.spot(spot_market.market_index),
-    )
+    if spot_position.open_orders != 0:  # (a zero requirement would change no total)
+        calculation.add_cross_margin_margin_requirement(
+            margin_requirement_for_open_orders(spot_position),
+            0,
+            MarketIdentifier.spot(spot_market.market_index),
+        )
 
-    is_isolated_tier = spot_market.asset_tier == AssetTier.Isolated
-    weighted_token_value = simulation.weighted_token_value
-    if simulation.token_value > 0:
+    if token_value > 0:
         if calculation.context.ignore_invalid_deposit_oracles and not oracle_valid:
             weighted_token_value = 0
         calculation.add_cross_margin_total_collateral(weighted_token_value)
-        calculation.update_all_deposit_oracles_valid(oracle_valid)
-        calculation.add_spot_asset_value(simulation.token_value)
-    elif simulation.token_value < 0:
-        if abs(weighted_token_value) < abs(simulation.token_value):
+        # update_all_deposit_oracles_valid, add_spot_asset_value
+        calculation.all_deposit_oracles_valid &= oracle_valid
+        calculation.total_spot_asset_value += token_value
+    elif token_value < 0:
+        if abs(weighted_token_value) < abs(token_value):
             raise ProtocolError(
                 ErrorCode.InvalidMarginRatio,
                 f"weighted_token_value < |token_value| in spot market {spot_market.market_index}",
@@ -841,24 +1100,27 @@ def _add_spot_position(
         if weighted_token_value == 0:
             raise ProtocolError(
                 ErrorCode.InvalidOracle,
-                f"weighted_token_value=0 for worst_case_token_amount={simulation.token_amount} "
+                f"weighted_token_value=0 for worst_case_token_amount={token_amount} "
                 f"in spot market {spot_market.market_index}",
             )
         calculation.add_cross_margin_margin_requirement(
             abs(weighted_token_value),
-            abs(simulation.token_value),
+            abs(token_value),
             MarketIdentifier.spot(spot_market.market_index),
         )
         calculation.add_spot_liability()
-        calculation.update_with_spot_isolated_liability(is_isolated_tier)
+        calculation.update_with_spot_isolated_liability(
+            spot_market.asset_tier == AssetTier.Isolated
+        )
         calculation.update_all_liability_oracles_valid(oracle_valid)
-        calculation.add_spot_liability_value(abs(simulation.token_value))
+        calculation.add_spot_liability_value(abs(token_value))
     elif _spot_has_open_order(spot_position):
         calculation.add_spot_liability()
         calculation.update_all_liability_oracles_valid(oracle_valid)
-        calculation.update_with_spot_isolated_liability(is_isolated_tier)
+        calculation.update_with_spot_isolated_liability(
+            spot_market.asset_tier == AssetTier.Isolated
+        )
 
-    orders_value = simulation.orders_value
     if orders_value > 0:
         if calculation.context.ignore_invalid_deposit_oracles and not oracle_valid:
             orders_value = 0
@@ -874,43 +1136,73 @@ def _add_spot_position(
 
 def _add_perp_position(
     calculation: MarginCalculation,
-    user: User,
     market_position: PerpPosition,
     reader: MarketReader,
+    guard_rails: ValidityGuardRails,
+    user_custom_margin_ratio: int,
+    spot_prices: dict[int, _SpotPrice],
 ) -> None:
+    """``spot_prices``: the spot markets already priced in this calculation, by index (the
+    quote market of every perp usually is)."""
     context = calculation.context
     market = reader.perp_market(market_position.market_index)
 
-    quote_spot_market = reader.spot_market(market.quote_spot_market_index)
-    quote_price_data, quote_oracle_valid = _spot_price_data_and_validity(reader, quote_spot_market)
-    strict_quote_price = StrictOraclePrice.new(
-        quote_price_data.price,
-        quote_spot_market.historical_oracle_data.last_oracle_price_twap_5min,
-        context.strict,
-    )
-    oracle_price_data, oracle_valid = _perp_price_data_and_validity(reader, market)
+    quote_spot_market_index = market.quote_spot_market_index
+    quote_price = spot_prices.get(quote_spot_market_index)
+    if quote_price is None:
+        quote_price = spot_prices[quote_spot_market_index] = _strict_spot_price(
+            reader, reader.spot_market(quote_spot_market_index), context.strict, guard_rails
+        )
+    quote_oracle_valid, strict_quote_price, _, _ = quote_price
+    oracle_price_data, oracle_valid = _perp_price_data_and_validity(reader, market, guard_rails)
 
     margin_type = context.margin_requirement_type
-    custom_margin_ratio = (
-        user.max_margin_ratio if margin_type == MarginRequirementType.Initial else 0
-    )
-    if context.margin_ratio_override is not None:
-        custom_margin_ratio = max(context.margin_ratio_override, custom_margin_ratio)
-
-    margin_requirement, weighted_pnl, liability_value, _ = calculate_perp_position_value_and_pnl(
-        market_position,
-        market,
-        oracle_price_data,
-        strict_quote_price,
-        margin_type,
-        custom_margin_ratio,
-    )
-    calculation.add_cross_margin_margin_requirement(
-        margin_requirement, liability_value, MarketIdentifier.perp(market.market_index)
-    )
-    calculation.add_cross_margin_total_collateral(weighted_pnl)
-    calculation.add_perp_liability_value(liability_value)
-    calculation.add_perp_pnl(weighted_pnl)
+    if (
+        market_position.open_bids == 0
+        and market_position.open_asks == 0
+        and market_position.lp_shares == 0
+        and market.status != MarketStatus.Settlement
+        and market.contract_type != ContractType.Prediction
+    ):
+        margin_requirement, weighted_pnl, liability_value = (
+            _perp_position_value_and_pnl_without_orders(
+                market_position,
+                market,
+                oracle_price_data.price,
+                strict_quote_price,
+                margin_type,
+                user_custom_margin_ratio,
+            )
+        )
+    else:
+        margin_requirement, weighted_pnl, liability_value, _ = (
+            calculate_perp_position_value_and_pnl(
+                market_position,
+                market,
+                oracle_price_data,
+                strict_quote_price,
+                margin_type,
+                user_custom_margin_ratio,
+            )
+        )
+    # The hottest path, so the MarginCalculation one-liners are written in:
+    # add_cross_margin_margin_requirement(margin_requirement, liability_value, this market),
+    # add_cross_margin_total_collateral(weighted_pnl), add_perp_liability_value, add_perp_pnl.
+    # Their buffer shares truncate toward zero (div_trunc).
+    calculation.margin_requirement += margin_requirement
+    calculation.total_collateral += weighted_pnl
+    margin_buffer = context.margin_buffer
+    if margin_buffer > 0:
+        buffer = liability_value * margin_buffer
+        buffer = buffer // MARGIN_PRECISION if buffer >= 0 else -(-buffer // MARGIN_PRECISION)
+        calculation.margin_requirement_plus_buffer += margin_requirement + buffer
+        if weighted_pnl < 0:
+            calculation.total_collateral_buffer -= -weighted_pnl * margin_buffer // MARGIN_PRECISION
+    tracked = context.market_to_track_margin_requirement
+    if tracked is not None and tracked == MarketIdentifier.perp(market.market_index):
+        calculation.tracked_market_margin_requirement += margin_requirement
+    calculation.total_perp_liability_value += liability_value
+    calculation.total_perp_pnl += weighted_pnl
 
     has_perp_liability = (
         market_position.base_asset_amount != 0
@@ -919,13 +1211,15 @@ def _add_perp_position(
         or market_position.lp_shares > 0
     )
     if has_perp_liability:
-        calculation.add_perp_liability()
-        calculation.update_with_perp_isolated_liability(
-            market.contract_tier == ContractTier.Isolated
-        )
-    if has_perp_liability or margin_type != MarginRequirementType.Initial:
-        calculation.update_all_liability_oracles_valid(quote_oracle_valid)
-        calculation.update_all_liability_oracles_valid(oracle_valid)
+        # add_perp_liability, update_with_perp_isolated_liability
+        calculation.num_perp_liabilities += 1
+        if market.contract_tier == ContractTier.Isolated:
+            calculation.with_perp_isolated_liability = True
+    if (has_perp_liability or margin_type != MarginRequirementType.Initial) and not (
+        quote_oracle_valid and oracle_valid
+    ):
+        # update_all_liability_oracles_valid, for the quote oracle and the market's
+        calculation.all_liability_oracles_valid = False
 
 
 def calculate_margin_requirement_and_total_collateral_and_liability_info(
@@ -937,50 +1231,64 @@ def calculate_margin_requirement_and_total_collateral_and_liability_info(
     weight and borrows at their (IMF-premium) liability weight, each after the riskier side of
     its open orders fills. Perps: worst-case notional times the size-adjusted margin ratio, plus
     the weighted unrealized PnL (funding included) as collateral.
+
+    Each market's oracle reading, validity and strict price are read once per calculation (the
+    quote market's serve every perp); nothing about a market is kept from one calculation to
+    the next, so one changed in place is always read afresh.
     """
     calculation = MarginCalculation(context)
     margin_type = context.margin_requirement_type
+    strict = context.strict
+    guard_rails = reader.state.oracle_guard_rails.validity
 
-    spot_user_custom_margin_ratio = (
+    user_custom_margin_ratio = (
         user.max_margin_ratio if margin_type == MarginRequirementType.Initial else 0
     )
     if context.margin_ratio_override is not None:
-        spot_user_custom_margin_ratio = max(
-            context.margin_ratio_override, spot_user_custom_margin_ratio
-        )
+        user_custom_margin_ratio = max(context.margin_ratio_override, user_custom_margin_ratio)
 
+    spot_prices: dict[int, _SpotPrice] = {}
     for spot_position in user.spot_positions:
-        _validate_spot_position(spot_position)
-        if spot_position.is_available():
-            continue
-        spot_market = reader.spot_market(spot_position.market_index)
-        oracle_price_data, oracle_valid = _spot_price_data_and_validity(reader, spot_market)
-        strict_oracle_price = StrictOraclePrice.new(
-            oracle_price_data.price,
-            spot_market.historical_oracle_data.last_oracle_price_twap_5min,
-            context.strict,
+        if (
+            spot_position.open_orders > MAX_OPEN_ORDERS
+            or spot_position.open_bids < 0
+            or spot_position.open_asks > 0
+        ):
+            _validate_spot_position(spot_position)  # raises: what it rejects
+        if spot_position.scaled_balance == 0 and spot_position.open_orders == 0:
+            continue  # is_available()
+        market_index = spot_position.market_index
+        spot_market = reader.spot_market(market_index)
+        spot_price = spot_prices[market_index] = _strict_spot_price(
+            reader, spot_market, strict, guard_rails
         )
-        strict_oracle_price.validate()
+        _, strict_oracle_price, price_min, _ = spot_price
+        if price_min <= 0:  # (StrictOraclePrice.validate raises exactly then)
+            strict_oracle_price.validate()
 
         if spot_market.market_index == QUOTE_SPOT_MARKET_INDEX:
-            _add_quote_spot_position(
-                calculation, spot_position, spot_market, strict_oracle_price, oracle_valid
-            )
+            _add_quote_spot_position(calculation, spot_position, spot_market, spot_price)
         else:
             _add_spot_position(
                 calculation,
                 spot_position,
                 spot_market,
-                strict_oracle_price,
-                oracle_valid,
+                spot_price,
                 margin_type,
-                spot_user_custom_margin_ratio,
+                user_custom_margin_ratio,
             )
 
     for market_position in user.perp_positions:
-        if market_position.is_available():
-            continue
-        _add_perp_position(calculation, user, market_position, reader)
+        if (
+            market_position.base_asset_amount == 0
+            and market_position.quote_asset_amount == 0
+            and market_position.open_orders == 0
+            and market_position.lp_shares == 0
+        ):
+            continue  # is_available()
+        _add_perp_position(
+            calculation, market_position, reader, guard_rails, user_custom_margin_ratio, spot_prices
+        )
 
     calculation.validate_num_spot_liabilities()
     return calculation
@@ -1139,12 +1447,13 @@ def can_be_liquidated(user: User, reader: MarketReader) -> bool:
 def calculate_user_equity(user: User, reader: MarketReader) -> int:
     """Net account value at oracle prices, unweighted (QUOTE_PRECISION): deposits minus borrows
     plus perp PnL including unsettled funding."""
+    guard_rails = reader.state.oracle_guard_rails.validity
     net_usd_value = 0
     for spot_position in user.spot_positions:
         if spot_position.is_available():
             continue
         spot_market = reader.spot_market(spot_position.market_index)
-        oracle_price_data, _ = _spot_price_data_and_validity(reader, spot_market)
+        oracle_price_data, _ = _spot_price_data_and_validity(reader, spot_market, guard_rails)
         token_amount = _get_signed_token_amount(spot_position, spot_market)
         net_usd_value += get_token_value(
             token_amount, spot_market.decimals, oracle_price_data.price
@@ -1155,8 +1464,8 @@ def calculate_user_equity(user: User, reader: MarketReader) -> int:
             continue
         market = reader.perp_market(market_position.market_index)
         quote_spot_market = reader.spot_market(market.quote_spot_market_index)
-        quote_price_data, _ = _spot_price_data_and_validity(reader, quote_spot_market)
-        oracle_price_data, _ = _perp_price_data_and_validity(reader, market)
+        quote_price_data, _ = _spot_price_data_and_validity(reader, quote_spot_market, guard_rails)
+        oracle_price_data, _ = _perp_price_data_and_validity(reader, market, guard_rails)
         if market.status == MarketStatus.Settlement:
             valuation_price = market.expiry_price
         else:

@@ -29,6 +29,7 @@ status rather than a paused-operations bit set). The stable-coin sources (the pr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
@@ -283,7 +284,8 @@ def oracle_validity(
     return OracleValidity.Valid
 
 
-_PERP_CONFIDENCE_MULTIPLIER = {
+# ``get_max_confidence_interval_multiplier``'s tables, for callers that know the market's kind.
+MAX_CONFIDENCE_INTERVAL_MULTIPLIER_BY_CONTRACT_TIER: Mapping[ContractTier, int] = {
     ContractTier.A: 1,
     ContractTier.B: 1,
     ContractTier.C: 2,
@@ -291,7 +293,7 @@ _PERP_CONFIDENCE_MULTIPLIER = {
     ContractTier.HighlySpeculative: 50,
     ContractTier.Isolated: 50,
 }
-_SPOT_CONFIDENCE_MULTIPLIER = {
+MAX_CONFIDENCE_INTERVAL_MULTIPLIER_BY_ASSET_TIER: Mapping[AssetTier, int] = {
     AssetTier.Collateral: 1,
     AssetTier.Protected: 1,
     AssetTier.Cross: 5,
@@ -305,8 +307,8 @@ def get_max_confidence_interval_multiplier(market: PerpMarket | SpotMarket) -> i
     ``PerpMarket::`` (by contract tier) and ``SpotMarket::get_max_confidence_interval_multiplier``
     (by asset tier)."""
     if isinstance(market, PerpMarket):
-        return _PERP_CONFIDENCE_MULTIPLIER[market.contract_tier]
-    return _SPOT_CONFIDENCE_MULTIPLIER[market.asset_tier]
+        return MAX_CONFIDENCE_INTERVAL_MULTIPLIER_BY_CONTRACT_TIER[market.contract_tier]
+    return MAX_CONFIDENCE_INTERVAL_MULTIPLIER_BY_ASSET_TIER[market.asset_tier]
 
 
 def is_oracle_valid(

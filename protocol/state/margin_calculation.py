@@ -23,6 +23,11 @@ Deviations from the program, all because this model has only cross margin:
 
 Invariant: with ``margin_buffer == 0`` the ``*_buffer`` totals stay 0 and only
 :meth:`MarginCalculation.meets_margin_requirement` is meaningful.
+
+On its hot paths (perp positions, spot deposits) the account walk in ``protocol/math/margin.py``
+adds to the totals in place, exactly as ``add_cross_margin_margin_requirement``,
+``add_cross_margin_total_collateral`` and the one-line ``add_*``/``update_*`` methods do: a
+change to those belongs there too.
 """
 
 from __future__ import annotations
@@ -48,13 +53,25 @@ class MarketIdentifier:
     market_type: MarketType
     market_index: int
 
+    # A margin calculation names the market of every position it adds; identifiers are frozen
+    # values, so each is built once and shared.
     @classmethod
     def spot(cls, market_index: int) -> MarketIdentifier:
-        return cls(MarketType.Spot, market_index)
+        identifier = _SPOT_IDENTIFIERS.get(market_index)
+        if identifier is None:
+            identifier = _SPOT_IDENTIFIERS[market_index] = cls(MarketType.Spot, market_index)
+        return identifier
 
     @classmethod
     def perp(cls, market_index: int) -> MarketIdentifier:
-        return cls(MarketType.Perp, market_index)
+        identifier = _PERP_IDENTIFIERS.get(market_index)
+        if identifier is None:
+            identifier = _PERP_IDENTIFIERS[market_index] = cls(MarketType.Perp, market_index)
+        return identifier
+
+
+_SPOT_IDENTIFIERS: dict[int, MarketIdentifier] = {}
+_PERP_IDENTIFIERS: dict[int, MarketIdentifier] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +148,7 @@ class MarginCalculation:
     # --- accumulation ---------------------------------------------------------------------
     def add_cross_margin_total_collateral(self, total_collateral: int) -> None:
         self.total_collateral += total_collateral
-        if self.context.margin_buffer > 0 and total_collateral < 0:
+        if total_collateral < 0 and self.context.margin_buffer > 0:
             # Rust `/` on a negative i128: truncates toward zero.
             self.total_collateral_buffer += div_trunc(
                 total_collateral * self.context.margin_buffer, MARGIN_PRECISION
@@ -145,7 +162,8 @@ class MarginCalculation:
             self.margin_requirement_plus_buffer += margin_requirement + div_trunc(
                 liability_value * self.context.margin_buffer, MARGIN_PRECISION
             )
-        if self.context.market_to_track_margin_requirement == market_identifier:
+        tracked = self.context.market_to_track_margin_requirement
+        if tracked is not None and tracked == market_identifier:
             self.tracked_market_margin_requirement += margin_requirement
 
     def add_spot_liability(self) -> None:
