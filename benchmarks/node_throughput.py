@@ -2,7 +2,7 @@
 single-core ed25519 verify rate measured in the same run.
 
 ``python -m benchmarks.node_throughput [--txs N] [--users U] [--connections C]
-[--client-procs P] [--repeat K] [--dir D]``
+[--client-procs P] [--window W] [--batch B] [--batch-connections BC] [--repeat K] [--dir D]``
 
 Every transaction is a real signed ``Deposit`` (the cheapest accepted transaction, so the
 node's own overhead is most visible), pre-signed before timing. Rows:
@@ -11,25 +11,40 @@ node's own overhead is most visible), pre-signed before timing. Rows:
   else: the ceiling a node that checks every signature on one core cannot pass; the goal is
   at least half of it.
 * ``execute``: ``Program.execute_bytes`` alone (parse, verify, execute in memory; no journal).
-* ``node in-process``: a real :class:`keepers.node.Node` (journal on, SQLite WAL, group commit),
-  ``W`` transactions kept in flight through :meth:`Node.submit` in its own process, each
-  durable acknowledgement sending the next (closed loop, no HTTP).
+* ``node in-process``: a real :class:`keepers.node.Node` (journal on, SQLite WAL, group commit,
+  signatures checked by its verify worker process), ``W`` transactions kept in flight through
+  :meth:`Node.submit` in its own process, each durable acknowledgement sending the next
+  (closed loop, no HTTP). ``, threads``: the same with ``verifier="thread"``.
 * ``node HTTP``: the same node serving ``POST /v1/tx``; ``P`` client processes, each keeping
   ``C / P`` requests in flight over keep-alive connections (aiohttp, TCP_NODELAY). Clients and
   node share this machine's cores, so this row includes the cost of being the load generator.
+* ``node HTTP batch B xBC``: ``POST /v1/txs``, ``B`` transactions a request (framed before
+  timing), ``BC`` requests in flight; every answer is checked to be 200 for each transaction.
 
-Rates are accepted (durable) transactions over wall time; ``entries/fsync`` is the mean journal
-group; ``verify threads`` is how many worker threads checked signatures. Rounds interleave the
-rows; each row is its best of ``--repeat`` rounds.
+The clock starts once every client process has started and connected. Rates are accepted
+(durable) transactions over wall time; ``entries/fsync`` is the mean journal group;
+``verifiers`` is how many verify workers checked signatures, and of which kind. Rounds
+interleave the rows; each row is its best of ``--repeat`` rounds.
 
-Measured on the project's 2-core machine while other work shared it (rates moved by up to 2x
-from run to run; the bare verify rate itself read 14,000-25,000/s): node in-process 8,000-10,300
-tx/s against a verify rate of 16,000-22,000/s in the same run, i.e. 39-50% (best rounds about
-half); over HTTP 3,300-5,800 tx/s, 13-25%. Where the time goes, per accepted deposit on the
-node's event-loop thread: parsing ~13 us, executing the deposit ~50 us, record JSON ~6 us, the
-pipeline (futures, journal append, metrics) ~15 us; aiohttp adds ~40-65 us per request; the
-signature check (~45 us in libsodium) runs on the worker thread beside it. The HTTP row is also
-held down by its load generator, which needs most of the second core for itself.
+Measured with ``--txs 10000 --repeat 3`` on the project's 2-core machine, verify 13,900-14,100/s
+in every run: with the machine otherwise quiet, node in-process 11,800-12,800 tx/s (85-91%),
+HTTP batch 64 x8 12,100-12,200 (86-87%), HTTP one transaction a request 4,100-4,500 (29-32%),
+and with thread verifiers 6,700-7,000 (48-50%). With one other process keeping a core busy the
+node gets about 1.3 cores for its loop and its worker: in-process 6,700-7,700 (49-57%), HTTP
+batch 6,400 (47%), threads 6,500 (47%). (Before the verify workers became processes and the
+loop's costs below were cut: in-process 5,200-6,000, 37-43%; HTTP 3,000-3,200, 22-23%.)
+
+Where the time goes, per accepted deposit (CPU time, quiet machine): the event-loop thread
+~70 us: executing the deposit ~28 us, parsing ~7 us, record JSON (the bus schema encoding)
+~7 us, the pipeline (admission, hand-off to the verifier, sequencer, journal append, one
+answer-and-publish pass per group commit, metrics) and asyncio ~20 us, garbage collection
+~8 us. The verify worker process ~77 us (libsodium ~72 us). The journal writer thread ~7 us.
+Loop and worker run on separate cores, so the row is bounded by the slower of the two (now the
+worker: the loop idles ~15% of the time). Verify *threads* cannot overlap with the loop: each
+check releases the GIL inside libsodium but must take it back, and a busy loop thread gives it
+up only every 5 ms switch interval, so a verifying thread managed ~200 checks/s beside a busy
+thread; the threads row is therefore about 1 / (loop + verify). One ``/v1/tx`` request costs
+the loop ~120 us in aiohttp (HTTP row); a batch of 64 pays that once, ~2 us a transaction.
 """
 
 from __future__ import annotations
@@ -39,23 +54,30 @@ import asyncio
 import multiprocessing
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import aiohttp
+import msgspec
 import structlog
 from nacl.signing import VerifyKey
 
 from keepers.node import Answer, Node, NodeConfig, build_genesis
+from keepers.tx_batch import join_batch
 from protocol.clock import Clock
 from protocol.instructions import Deposit, InitializeUser
 from protocol.keys import Keypair
 from protocol.program import Executed, Program
 from protocol.transaction import Transaction, parse_transaction
 
+Verifier = Literal["process", "thread"]  # NodeConfig.verifier
+
 GENESIS_SLOT = 1_000
+START_TIMEOUT = 120.0  # seconds the client processes get to start
 GENESIS_TS = 1_700_000_000
 USDC = 0
 
@@ -84,7 +106,9 @@ def build(n_users: int, n_txs: int) -> Workload:
     return Workload(setup, txs)
 
 
-def config(path: Path, port: int = 0, workers: int = 0) -> NodeConfig:
+def config(
+    path: Path, port: int = 0, workers: int = 0, verifier: Verifier = "process"
+) -> NodeConfig:
     return NodeConfig(
         journal=path,
         port=port,
@@ -95,6 +119,7 @@ def config(path: Path, port: int = 0, workers: int = 0) -> NodeConfig:
         checkpoint_every=0,
         max_queue=100_000,
         verify_workers=workers,
+        verifier=verifier,
     )
 
 
@@ -122,7 +147,7 @@ def execute_rate(work: Workload) -> float:
 class Run:
     rate: float
     entries_per_commit: float
-    workers: int
+    verifiers: str  # how many verify workers, of which kind
 
 
 async def _ack(node: Node, raw: bytes) -> Answer:
@@ -137,18 +162,21 @@ async def _prepare(node: Node, work: Workload) -> None:
         assert answer.status == 200, answer
 
 
-def _finish(node: Node, base: tuple[int, int], accepted: int, elapsed: float, workers: int) -> Run:
+def _finish(node: Node, base: tuple[int, int], accepted: int, elapsed: float) -> Run:
     metrics = node.ledger.metrics
     commits = metrics.commits - base[0]
     entries = metrics.entries - base[1]
-    return Run(accepted / elapsed, entries / max(commits, 1), workers)
+    kind = {"process": "proc", "thread": "thread"}[node.config.verifier]
+    return Run(accepted / elapsed, entries / max(commits, 1), f"{node_workers(node)} {kind}")
 
 
-async def in_process(work: Workload, path: Path, window: int, workers: int) -> Run:
+async def in_process(
+    work: Workload, path: Path, window: int, workers: int, verifier: Verifier = "process"
+) -> Run:
     """Keep ``window`` transactions in flight through :meth:`Node.submit`: each acknowledgement
     submits the next one from its callback (no task per client, so the load generator costs
     the node's thread as little as possible)."""
-    async with Node(config(path, workers=workers), manual_clock=True) as node:
+    async with Node(config(path, workers=workers, verifier=verifier), manual_clock=True) as node:
         await _prepare(node, work)
         pending = iter(work.txs)
         accepted = 0
@@ -185,33 +213,56 @@ async def in_process(work: Workload, path: Path, window: int, workers: int) -> R
         async with asyncio.timeout(600):
             await finished.wait()
         elapsed = time.perf_counter() - started
-        return _finish(node, base, accepted, elapsed, node_workers(node))
+        return _finish(node, base, accepted, elapsed)
 
 
 def node_workers(node: Node) -> int:
     return node.config.verify_workers or max(1, (os.cpu_count() or 2) - 1)
 
 
-def _client_process(url: str, txs: list[bytes], in_flight: int, start_at: float) -> None:
-    asyncio.run(_client(url, txs, in_flight, start_at))
+class _Status(msgspec.Struct):
+    status: int
 
 
-async def _client(url: str, txs: list[bytes], in_flight: int, start_at: float) -> None:
+class _Statuses(msgspec.Struct):
+    results: list[_Status]
+
+
+_batch_decoder = msgspec.json.Decoder(_Statuses)  # reads the statuses, skips the answers
+
+
+def _client_process(
+    url: str, txs: list[bytes], in_flight: int, start: threading.Barrier, batch: int
+) -> None:
+    asyncio.run(_client(url, txs, in_flight, start, batch))
+
+
+async def _client(
+    url: str, txs: list[bytes], in_flight: int, start: threading.Barrier, batch: int
+) -> None:
+    """``in_flight`` requests kept going: one transaction each to ``/v1/tx`` (``batch`` 0),
+    else ``batch`` transactions each to ``/v1/txs`` (bodies framed before timing)."""
     connector = aiohttp.TCPConnector(limit=in_flight)
     headers = {"Content-Type": "application/octet-stream"}
+    path = "/v1/txs" if batch else "/v1/tx"
+    bodies = [join_batch(txs[i : i + batch]) for i in range(0, len(txs), batch)] if batch else txs
     async with aiohttp.ClientSession(connector=connector) as session:
-        pending = iter(txs)
+        pending = iter(bodies)
 
         async def worker() -> None:
-            for raw in pending:
-                async with session.post(url + "/v1/tx", data=raw, headers=headers) as response:
-                    await response.read()
+            for body in pending:
+                async with session.post(url + path, data=body, headers=headers) as response:
+                    answer = await response.read()
                     if response.status != 200:
                         raise RuntimeError(f"status {response.status}")
+                    if batch and any(
+                        r.status != 200 for r in _batch_decoder.decode(answer).results
+                    ):
+                        raise RuntimeError(f"a transaction of the batch failed: {answer[:200]!r}")
 
-        # warm the connections, then start together with the other client processes
+        # warm the connections, then start together with the other clients and the clock
         await asyncio.gather(*(session.get(url + "/v1/slot") for _ in range(in_flight)))
-        await asyncio.sleep(max(0.0, start_at - time.time()))
+        await asyncio.to_thread(start.wait, START_TIMEOUT)
         await asyncio.gather(*(worker() for _ in range(in_flight)))
 
 
@@ -220,16 +271,19 @@ def _join_all(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
         process.join(120)
 
 
-async def over_http(work: Workload, path: Path, connections: int, procs: int, workers: int) -> Run:
+async def over_http(
+    work: Workload, path: Path, connections: int, procs: int, workers: int, batch: int = 0
+) -> Run:
     async with Node(config(path, workers=workers), manual_clock=True) as node:
         await _prepare(node, work)
         share = [work.txs[i::procs] for i in range(procs)]
-        start_at = time.time() + 1.0 + 0.2 * procs  # the processes need a moment to start
         context = multiprocessing.get_context("spawn")
+        # the clock starts once every client has started, framed its bodies and connected
+        start = context.Barrier(procs + 1)
         processes = [
             context.Process(
                 target=_client_process,
-                args=(node.url, share[i], max(1, connections // procs), start_at),
+                args=(node.url, share[i], max(1, connections // procs), start, batch),
                 daemon=True,
             )
             for i in range(procs)
@@ -240,7 +294,7 @@ async def over_http(work: Workload, path: Path, connections: int, procs: int, wo
         target = first + len(work.txs)
         for process in processes:
             process.start()
-        await asyncio.sleep(max(0.0, start_at - time.time()))
+        await asyncio.to_thread(start.wait, START_TIMEOUT)
         started = time.perf_counter()
         # done when the last transaction is durable (or a client gave up); clients are joined
         # off the loop, which still has answers to write
@@ -254,7 +308,7 @@ async def over_http(work: Workload, path: Path, connections: int, procs: int, wo
             if process.exitcode != 0:
                 raise RuntimeError(f"client process exited with {process.exitcode}")
         accepted = node.ledger.last_index - first
-        return _finish(node, base, accepted, elapsed, node_workers(node))
+        return _finish(node, base, accepted, elapsed)
 
 
 def main() -> None:
@@ -264,14 +318,18 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=128, help="requests in flight")
     parser.add_argument("--client-procs", type=int, default=1)
     parser.add_argument("--window", type=int, default=1024, help="in-process: in flight")
-    parser.add_argument("--workers", type=int, default=0, help="verify threads (0: auto)")
+    parser.add_argument("--batch", type=int, default=64, help="transactions per /v1/txs")
+    parser.add_argument("--batch-connections", type=int, default=8, help="batches in flight")
+    parser.add_argument("--workers", type=int, default=0, help="verify workers (0: auto)")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--dir", type=Path, default=None)
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     work = build(args.users, args.txs)
     in_process_name = f"node in-process x{args.window}"
+    threads_name = f"node in-process x{args.window}, threads"
     http_name = f"node HTTP x{args.connections} ({args.client_procs} client proc)"
+    batch_name = f"node HTTP batch {args.batch} x{args.batch_connections}"
     rates: dict[str, list[float]] = {}
     runs: dict[str, list[Run]] = {}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -285,6 +343,10 @@ def main() -> None:
             )
             runs.setdefault(in_process_name, []).append(run)
             run = asyncio.run(
+                in_process(work, Path(tmp) / f"t{round_}.db", args.window, args.workers, "thread")
+            )
+            runs.setdefault(threads_name, []).append(run)
+            run = asyncio.run(
                 over_http(
                     work,
                     Path(tmp) / f"h{round_}.db",
@@ -294,6 +356,17 @@ def main() -> None:
                 )
             )
             runs.setdefault(http_name, []).append(run)
+            run = asyncio.run(
+                over_http(
+                    work,
+                    Path(tmp) / f"b{round_}.db",
+                    args.batch_connections,
+                    args.client_procs,
+                    args.workers,
+                    args.batch,
+                )
+            )
+            runs.setdefault(batch_name, []).append(run)
     verify = max(rates["verify (PyNaCl, 1 core)"])
     rows: list[tuple[str, float, Run | None]] = [(name, max(r), None) for name, r in rates.items()]
     for name, row_runs in runs.items():
@@ -301,12 +374,12 @@ def main() -> None:
         rows.append((name, best.rate, best))
 
     print(f"{args.txs} signed deposits, {args.users} users, {os.cpu_count()} cores")
-    print(f"{'':<40}{'tx/s':>9}{'% verify':>10}{'entries/fsync':>15}{'verify threads':>16}")
+    print(f"{'':<40}{'tx/s':>9}{'% verify':>10}{'entries/fsync':>15}{'verifiers':>16}")
     print("-" * 90)
     for name, rate, shown in rows:
         line = f"{name:<40}{rate:>9,.0f}{100 * rate / verify:>9.0f}%"
         if shown is not None:
-            line += f"{shown.entries_per_commit:>15.1f}{shown.workers:>16}"
+            line += f"{shown.entries_per_commit:>15.1f}{shown.verifiers:>16}"
         print(line)
 
 

@@ -7,7 +7,10 @@ Each tick (``decide``) the bot:
    oracle prices and from the user accounts that changed (``BotContext.extra["users"]``, a
    :class:`~bots.margin_view.UserSource` or a live mapping of accounts; ``extra["state"]``,
    the program's ``State``, if the keeper has it): an oracle move re-values only the
-   positions it prices; no full rescan;
+   positions it prices; no full rescan. The bot asks for every user
+   (``Subscriptions.users``), so run on its own (``keepers bot liquidator``, ``keepers run``)
+   it gets a cursor of the process's :class:`~keepers.user_feed.UserFeed`: the node's
+   accounts, loaded from ``GET /v1/users`` and kept current from its users stream;
 2. resolves every bankrupt user it knows (``ResolvePerpBankruptcy`` per perp market with a
    loss, ``ResolveSpotBankruptcy`` per borrow), as the program requires before anything else
    can happen to that user;
@@ -40,7 +43,10 @@ LIQUIDATION_FEE_PRECISION.
 
 Limits: spot positions taken over are not sold down (only perps are derisked); the budget is
 an estimate (the program's initial-margin check on the liquidator is the authority); without a
-user source the bot knows no one to liquidate and only derisks.
+user source (a caller that builds it with no ``extra["users"]`` outside a keeper process) the
+bot knows no one to liquidate and only derisks. Its view of an account lags the node by up to
+a slot (the node publishes changed accounts once per slot); the program re-checks every
+liquidation against the account as it is.
 """
 
 from __future__ import annotations
@@ -172,7 +178,9 @@ class Liquidator:
     def subscriptions(self) -> Subscriptions:
         # an oracle move is what makes users liquidatable: react to it, not to the interval
         return Subscriptions(
-            streams=frozenset({Stream.ORACLE}), sub_account_ids=(self.params.sub_account_id,)
+            streams=frozenset({Stream.ORACLE}),
+            sub_account_ids=(self.params.sub_account_id,),
+            users=True,  # every user account: the process's user feed, unless extra has them
         )
 
     # --- inputs ------------------------------------------------------------------------------

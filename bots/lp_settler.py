@@ -12,7 +12,8 @@ transaction; a refused batch sends its settlements one per transaction from then
 refused single settlement waits for that user's account to change.
 
 Users come from ``BotContext.extra["users"]`` (a :class:`~bots.margin_view.UserSource` or a
-live mapping of accounts).
+live mapping of accounts); the bot asks for every user (``Subscriptions.users``), so a keeper
+process gives it a cursor of its :class:`~keepers.user_feed.UserFeed`.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class LpSettler:
 
     @property
     def subscriptions(self) -> Subscriptions:
-        return Subscriptions()
+        return Subscriptions(users=True)
 
     def _sync(self) -> None:
         if self._source is None:

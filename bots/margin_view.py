@@ -1282,7 +1282,9 @@ def _grown(a: npt.NDArray[np.generic], cap: int) -> npt.NDArray[Any]:
 class UserSource(Protocol):
     """Every user account, as it changes. ``changed_users`` returns the accounts that changed
     since the previous call (the first call: all of them). A keeper process passes one to the
-    bots that watch every user (``BotContext.extra["users"]``)."""
+    bots that watch every user (``Subscriptions.users``) as ``BotContext.extra["users"]``: a
+    cursor of its :class:`keepers.user_feed.UserFeed` (the node's accounts over HTTP and the
+    bus), or a :class:`MappingUserSource` over an embedded node's accounts (the demo)."""
 
     def changed_users(self) -> list[User]: ...
 

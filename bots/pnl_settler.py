@@ -25,7 +25,9 @@ settlements one per transaction from then on; a refused single settlement is not
 that user's account changes.
 
 Users come from ``BotContext.extra["users"]`` (a :class:`~bots.margin_view.UserSource` or a
-live mapping of accounts); without it the bot settles nothing.
+live mapping of accounts); the bot asks for every user (``Subscriptions.users``), so a keeper
+process gives it a cursor of its :class:`~keepers.user_feed.UserFeed`. Without one it settles
+nothing.
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ class PnlSettler:
 
     @property
     def subscriptions(self) -> Subscriptions:
-        return Subscriptions()
+        return Subscriptions(users=True)
 
     def _sync(self, view: View) -> None:
         markets = self.markets

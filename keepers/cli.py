@@ -144,9 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run one bot",
         description="Run one bot in this process. NAME is a [bots.NAME] table of the config "
         "(if any) and the registered bot of that name (or its `entry`). The bot signs with "
-        "the keypair file keys.<key or NAME> or keys.default.",
+        "the keypair file keys.<key or NAME> or keys.default. A bot that watches every user "
+        "account (liquidator, pnl_settler, lp_settler) works on its own: the process loads "
+        "every account from the node (GET /v1/users at node.url) and keeps them current from "
+        "the node's users stream on the bus (bus.url), over a second bus connection.",
     )
-    bot.add_argument("name", metavar="NAME", help="the bot, e.g. filler, trigger, jit_maker")
+    bot.add_argument(
+        "name", metavar="NAME", help="the bot, e.g. filler, trigger, jit_maker, liquidator"
+    )
     bot.add_argument("--key", metavar="FILE", help="keypair file to sign with (sets keys.NAME)")
     _bot_options(bot)
     _config_options(bot)
@@ -157,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run every enabled bot of a config file in one process",
         description="Run every [bots.<name>] table with enabled = true (the default) from the "
         "config file (--config or $KEEPERS_CONFIG) in one process: one executor, one bus "
-        "connection, one DLOB, one /health.",
+        "connection, one DLOB, one /health, and, if a bot watches every user (liquidator, "
+        "settlers), one copy of every user account, loaded from the node and kept current "
+        "from its users stream.",
     )
     _bot_options(run)
     _config_options(run)

@@ -12,11 +12,17 @@ version and whether the last process closed the journal cleanly.
 Durability and group commit
 ---------------------------
 ``await journal.append(...)`` returns only once the entry is on disk. Appends go into a bounded
-buffer (``max_pending`` entries written or waiting); the writer takes *everything* pending,
-writes it in one SQLite transaction and one commit (one fsync), then resolves every append's
-future. Under load many entries share one fsync; when idle an entry waits for exactly one.
-One group is written at a time; a write is started with ``call_soon``, after the callbacks
-already queued on the loop, so a burst of submitters woken together shares one commit.
+buffer (``max_pending`` entries written or waiting; room is reserved first, first come first
+served, without suspending when there is some: :meth:`Journal.try_reserve`); the writer takes
+*everything* pending, writes it in one SQLite transaction and one commit (one fsync), then
+resolves every append's future and calls the durable listeners once with the last index
+written (:meth:`Journal.add_durable_listener`: how a caller tracking many entries learns of a
+commit without a callback per entry). Under load many entries share one fsync; when idle an
+entry waits for exactly one. The entries of a group go in multi-row INSERT statements (up to
+``_ROWS_PER_INSERT`` rows each), so the writer thread gives the GIL up and takes it back once
+per statement rather than once per row. One group is written at a time; a write is started
+with ``call_soon``, after the callbacks already queued on the loop, so a burst of submitters
+woken together shares one commit.
 
 The writer is a dedicated thread owning its own connection (``writer="thread"``, the default):
 the sqlite3 module releases the GIL inside SQLite, so while a group commits and fsyncs the
@@ -55,7 +61,7 @@ import asyncio
 import functools
 import sqlite3
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -63,6 +69,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 __all__ = [
+    "DurableListener",
     "Journal",
     "JournalCorruptError",
     "JournalEntry",
@@ -116,6 +123,8 @@ ORDER BY idx LIMIT 1
 """
 
 _ENTRY_COLUMNS: Final = "idx, slot, unix_timestamp, tx, first_seq, record_count, state_hash"
+# rows per multi-row INSERT: 7 parameters each, under SQLite's default limit of 32,766 (>= 3.32)
+_ROWS_PER_INSERT: Final = 1_024 if sqlite3.sqlite_version_info >= (3, 32, 0) else 128
 _SNAPSHOT_COLUMNS: Final = "idx, slot, next_seq, state, state_hash"
 
 
@@ -181,6 +190,9 @@ class JournalMetrics:
 
 
 CommitHook = Callable[[int, float], None]  # (entries in the commit, seconds it took)
+# (index of the last durable entry, the failure if the journal just failed); see
+# Journal.add_durable_listener
+DurableListener = Callable[[int, BaseException | None], None]
 
 _Item = JournalEntry | StoredSnapshot
 
@@ -231,8 +243,11 @@ class Journal:
         # writer state: everything below is touched on the event loop thread only, except
         # _writer_conn in thread mode, which only the writer thread uses
         self._pending: list[tuple[_Item, asyncio.Future[None] | None]] = []
-        # asyncio primitives bind to the running loop on first use, not here
-        self._capacity = asyncio.Semaphore(max_pending)
+        # room in the bounded buffer: a count, and the reservations waiting for it (in order)
+        self._room = max_pending
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
+        self._durable_index = self._last_index
+        self._durable_listeners: list[DurableListener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._writer_conn: sqlite3.Connection | None = None
@@ -321,6 +336,7 @@ class Journal:
         ).fetchone()
         if last is not None:
             self._last_index, self._last_slot, self._next_first_seq = last
+        self._durable_index = self._last_index
         top = conn.execute("SELECT MAX(idx) FROM snapshots").fetchone()[0]
         self._latest_snapshot_index = top
         if top is not None and top > self._last_index:
@@ -447,18 +463,54 @@ class Journal:
     def started(self) -> bool:
         return self._loop is not None
 
+    def try_reserve(self) -> bool:
+        """Take room in the bounded buffer if there is some and no one waits for it (then
+        exactly as :meth:`reserve`, without suspending); ``False``: call :meth:`reserve`."""
+        self._raise_if_unusable()
+        if self._room and not self._room_waiters:
+            self._room -= 1
+            return True
+        return False
+
     async def reserve(self) -> None:
         """Wait for room in the bounded buffer. Call before executing what will be appended,
-        so that waiting can never reorder entries relative to execution."""
-        self._raise_if_unusable()
-        await self._capacity.acquire()
+        so that waiting can never reorder entries relative to execution. Waiters are served
+        first come, first served."""
+        if self.try_reserve():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._room_waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release_reservation()  # handed room just as it was cancelled: pass it on
+            raise
         if self._failure is not None:
-            self._capacity.release()
+            self.release_reservation()
             self._raise_if_unusable()
 
     def release_reservation(self) -> None:
         """Give back a reservation that will not be used (the transaction was rejected)."""
-        self._capacity.release()
+        waiters = self._room_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the room goes straight to the oldest waiter
+                return
+        self._room += 1
+
+    @property
+    def durable_index(self) -> int:
+        """Index of the last entry on disk (this process's commits; at open, the last one)."""
+        return self._durable_index
+
+    def add_durable_listener(self, listener: DurableListener) -> None:
+        """Call ``listener(durable_index, None)`` on the loop after every commit that wrote
+        entries, once their futures are resolved, and ``listener(durable_index, failure)``
+        once if the journal fails. One call per group commit, not per entry: what a caller
+        that tracks many entries needs instead of a callback on each entry's future."""
+        self._durable_listeners.append(listener)
 
     def append_reserved(
         self,
@@ -614,10 +666,12 @@ class Journal:
         self, batch: list[tuple[_Item, asyncio.Future[None] | None]], seconds: float
     ) -> None:
         n_entries = 0
+        last_entry = 0
         for item, done in batch:
-            if isinstance(item, JournalEntry):
+            if type(item) is JournalEntry:
                 n_entries += 1
-                self._capacity.release()
+                last_entry = item.index
+                self.release_reservation()
             else:
                 self.metrics.snapshots += 1
             if done is not None and not done.done():
@@ -630,6 +684,10 @@ class Journal:
         m.max_batch = max(m.max_batch, n_entries)
         if self._on_commit is not None:
             self._on_commit(n_entries, seconds)
+        if n_entries:
+            self._durable_index = last_entry
+            for listener in self._durable_listeners:
+                listener(last_entry, None)
 
     def _fail(
         self, exc: BaseException, batch: list[tuple[_Item, asyncio.Future[None] | None]]
@@ -640,8 +698,10 @@ class Journal:
             if done is not None and not done.done():
                 done.set_exception(error)
         # wake everyone waiting for room: they see the failure and raise
-        for _ in range(self._max_pending):
-            self._capacity.release()
+        while self._room_waiters:
+            self.release_reservation()
+        for listener in self._durable_listeners:
+            listener(self._durable_index, error)
 
     # --- closing ----------------------------------------------------------------------------
     async def close(self) -> None:
@@ -681,14 +741,23 @@ class Journal:
             self._conn.close()
 
 
+def _insert_entries(conn: sqlite3.Connection, entries: list[JournalEntry]) -> None:
+    """One multi-row INSERT: SQLite runs it in one step, so the writer thread gives up the
+    GIL once for the whole group, not once per row (``executemany`` steps each row, and
+    with the loop thread busy each step can wait a switch interval to get the GIL back)."""
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(entries))
+    params: list[object] = []
+    for e in entries:
+        params.extend(
+            (e.index, e.slot, e.unix_timestamp, e.tx, e.first_seq, e.record_count, e.state_hash)
+        )
+    conn.execute(f"INSERT INTO entries VALUES {values}", params)  # noqa: S608 -- placeholders
+
+
 def _write_items(conn: sqlite3.Connection, items: list[_Item], keep_snapshots: int) -> float:
     """Write ``items`` in one transaction and one commit; returns the seconds it took."""
     started = time.perf_counter()
-    entries = [
-        (e.index, e.slot, e.unix_timestamp, e.tx, e.first_seq, e.record_count, e.state_hash)
-        for e in items
-        if isinstance(e, JournalEntry)
-    ]
+    entries = [e for e in items if type(e) is JournalEntry]
     snapshots = [
         (s.index, s.slot, s.next_seq, s.data, s.state_hash)
         for s in items
@@ -696,8 +765,8 @@ def _write_items(conn: sqlite3.Connection, items: list[_Item], keep_snapshots: i
     ]
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if entries:
-            conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", entries)
+        for at in range(0, len(entries), _ROWS_PER_INSERT):
+            _insert_entries(conn, entries[at : at + _ROWS_PER_INSERT])
         if snapshots:
             conn.executemany("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?)", snapshots)
             # genesis (idx 0) always stays: it proves which genesis the journal was made from

@@ -11,8 +11,10 @@ The ledger *is* the sequencer. Every state change happens inside
 method with no ``await`` in it, on one event loop, that executes and appends. So transactions
 execute one at a time, and the journal order is the execution order. :meth:`submit_receipt`
 is reserve + execute + wait until durable; a caller that wants many transactions in flight (the
-node's single sequencer task) calls the two halves itself and reacts to each entry's
-``durable`` future, so it never waits for a commit before executing the next transaction.
+node's single sequencer task) calls the two halves itself (:meth:`try_reserve` first: it does
+not suspend while there is room) and learns of commits from each entry's ``durable`` future or,
+one call per group commit, from :meth:`add_durable_listener`, so it never waits for a commit
+before executing the next transaction.
 Nothing else may call ``program.execute`` or mutate ``ledger.state``; reads (``state``,
 ``simulate``) may see transactions that are executed but not yet durable, which is harmless
 because nothing is acknowledged before it is durable, and an acknowledged transaction's
@@ -47,6 +49,7 @@ from pathlib import Path
 import structlog
 
 from keepers.journal import (
+    DurableListener,
     Journal,
     JournalError,
     JournalFailedError,
@@ -151,6 +154,7 @@ class Ledger:
         self._closed = False
         self._failure: BaseException | None = None
         self.snapshot_failures = 0
+        journal.add_durable_listener(self._on_durable)
 
     # --- opening -------------------------------------------------------------------------
     @classmethod
@@ -260,10 +264,21 @@ class Ledger:
         transaction reach the journal first. Waiters are served first come, first served, so
         a caller that never awaits anything else between transactions (the node's sequencer)
         keeps its own order."""
+        if not self.try_reserve():
+            await self._journal.reserve()
+
+    def try_reserve(self) -> bool:
+        """:meth:`reserve` if it would not wait (``True``: follow with
+        :meth:`execute_reserved`); ``False``: nothing reserved, ``await reserve()``."""
         self._raise_if_unusable()
         if not self._journal.started:
             self._journal.start()
-        await self._journal.reserve()
+        return self._journal.try_reserve()
+
+    def add_durable_listener(self, listener: DurableListener) -> None:
+        """``listener(durable_index, failure)`` after every group commit (and once if the
+        journal fails): see :meth:`keepers.journal.Journal.add_durable_listener`."""
+        self._journal.add_durable_listener(listener)
 
     def execute_reserved(
         self, raw: bytes, clock: Clock, *, verified: VerifiedTransaction | None = None
@@ -313,18 +328,14 @@ class Ledger:
             # executed in memory but not journaled: memory is now ahead of the disk
             self._failure = exc
             raise
-        durable.add_done_callback(self._on_durable)
         every = self._config.snapshot_every
         if every and index % every == 0:
             self._periodic_snapshot(clock.slot)
         return Pending(index, result, durable)
 
-    def _on_durable(self, durable: asyncio.Future[None]) -> None:
-        if durable.cancelled():
-            return
-        exc = durable.exception()
-        if isinstance(exc, JournalFailedError) and self._failure is None:
-            self._failure = exc
+    def _on_durable(self, durable_index: int, failure: BaseException | None) -> None:
+        if failure is not None and self._failure is None:
+            self._failure = failure
 
     def _periodic_snapshot(self, slot: int) -> None:
         # A snapshot only shortens the next restore; the journal alone restores everything.

@@ -2,8 +2,10 @@
 
 ``python -m keepers.node --journal node.db --port 8899 [--broker mqtt://127.0.0.1:1883]``, or
 ``await run_node(NodeConfig(...))`` (the ``keepers node`` command builds the config).
-The API is the node contract (``/v1/tx``, ``/v1/simulate``, reads, ``/v1/orders/snapshot``,
-``/health``, ``/metrics``); :class:`keepers.rpc.NodeClient` is its client.
+The API is the node contract (``/v1/tx``, ``/v1/txs`` (many transactions in one request,
+framed as :mod:`keepers.tx_batch` says), ``/v1/simulate``, reads, ``/v1/orders/snapshot``,
+``/v1/users`` (pages of every account; :mod:`keepers.node_users`), ``/health``,
+``/metrics``); :class:`keepers.rpc.NodeClient` is its client.
 
 A transaction's path
 --------------------
@@ -11,17 +13,20 @@ A transaction's path
    ``max_queue`` transactions are already admitted and unanswered (backpressure; counted).
    The body is parsed (:func:`~protocol.transaction.parse_transaction`); a malformed one is a
    422 ``MalformedTransaction`` naming the field, like every other rejection.
-2. **Verification** on worker threads (:class:`keepers.verify_pool.VerifyPool`), in batches; a
-   bad signature is a 422 ``InvalidSignature``. The sequencer never checks a signature.
+2. **Verification** in worker processes (:class:`keepers.verify_pool.ProcessVerifyPool`), in
+   batches, beside the loop, verdicts in admission order; a bad signature is a 422
+   ``InvalidSignature``. The sequencer never checks a signature.
 3. **Sequencing**: one task, :meth:`Node._sequence`, takes verified transactions in order and
    runs each through :meth:`keepers.ledger.Ledger.execute_reserved` at the slot clock's current
    :class:`~protocol.clock.Clock` (freshness and replay are checked there, against the state at
    execution). It never waits for the disk: the journal commits groups on its writer thread
    while the sequencer executes the next transactions. The order-event counters advance here,
    in execution order, so an order snapshot (read on the same loop) always matches them.
-4. **Acknowledgement**: when the journal entry is durable, its callback answers the request
-   (200 with the records) and queues the bus messages; durable callbacks run in journal order,
-   so publishing is in commit order.
+4. **Acknowledgement**: after each group commit the journal calls :meth:`Node._on_commit`
+   once with the last durable index; it answers every request up to it (200 with the
+   records) and queues their bus messages, in journal order, so publishing is in commit
+   order. (One call per commit, not a callback per entry: under load a commit holds
+   hundreds of entries.)
 
 Nothing on this path blocks the loop for long: the sequencer yields every
 ``SEQUENCER_SLICE`` transactions so HTTP, the slot clock and the publisher keep running.
@@ -52,7 +57,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import os
 import signal
 import time
@@ -61,7 +65,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import msgspec
 import structlog
@@ -73,12 +77,14 @@ from keepers.bus import make_transport
 from keepers.bus.client import BusClient
 from keepers.bus.schemas import OrderAction, OrderEvent
 from keepers.clock import DEFAULT_SLOT_MS, SlotClock
-from keepers.journal import JournalError, JournalFailedError, WriterMode
-from keepers.ledger import Ledger, LedgerConfig, Pending
+from keepers.journal import JournalError, WriterMode
+from keepers.ledger import Ledger, LedgerConfig
 from keepers.logging import configure_logging
 from keepers.node_metrics import NodeMetrics
 from keepers.node_publisher import Built, EventBuilder, Publisher
-from keepers.verify_pool import Outcome, VerifyPool
+from keepers.node_users import UsersStream, parse_page_query
+from keepers.tx_batch import MAX_BATCH_BYTES, MAX_TX_BYTES, BatchError, split_batch
+from keepers.verify_pool import Outcome, ProcessVerifyPool, Verifier, VerifyPool
 from protocol.accounts import ProgramState
 from protocol.clock import Clock
 from protocol.error_codes import ErrorCode
@@ -108,10 +114,11 @@ log = structlog.get_logger("keepers.node")
 DEFAULT_PORT: Final = 8899
 DEFAULT_GENESIS_TS: Final = 1_700_000_000
 SEQUENCER_SLICE: Final = 64  # transactions executed between yields to the loop
-MAX_BODY_BYTES: Final = 512 * 1024  # > the largest valid transaction (64 x 4 KiB instructions)
+MAX_BODY_BYTES: Final = MAX_TX_BYTES  # > the largest valid transaction (64 x 4 KiB instructions)
 SNAPSHOT_DURABLE_TIMEOUT: Final = 10.0
 
 _encoder: Final = msgspec.json.Encoder()
+_JOURNAL_FAILED: Final = b'{"ok":false,"detail":"journal failed"}'
 _MARKET_TYPES: Final = {"perp": MarketType.Perp, "spot": MarketType.Spot}
 
 
@@ -122,7 +129,9 @@ class NodeConfig:
     ``port`` 0 picks a free port (:attr:`Node.port` says which). ``broker_url`` ``None``: no
     bus (nothing is published). The genesis fields must stay the same for the life of a
     journal (it records a hash of genesis and refuses another). ``verify_workers`` 0: one per
-    core but one (at least one). ``max_publish_backlog``: bus messages held while the broker
+    core but one (at least one); ``verifier``: whether they are processes (the default: they
+    check signatures beside the loop, see :mod:`keepers.verify_pool`) or threads (which take
+    turns with a busy loop for the GIL). ``max_publish_backlog``: bus messages held while the broker
     is away before the oldest are dropped (see :mod:`keepers.node_publisher`).
     """
 
@@ -142,6 +151,7 @@ class NodeConfig:
     transport: str | None = None
     max_queue: int = 10_000
     verify_workers: int = 0
+    verifier: Literal["process", "thread"] = "process"
     max_publish_backlog: int = 100_000
     journal_writer: WriterMode = "thread"
 
@@ -205,6 +215,17 @@ class _Submission:
         self.future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
 
 
+class _BatchResult(msgspec.Struct, frozen=True):
+    """One transaction's answer in a ``/v1/txs`` response: ``/v1/tx``'s status and body."""
+
+    status: int
+    answer: msgspec.Raw
+
+
+class _BatchAnswer(msgspec.Struct, frozen=True):
+    results: list[_BatchResult]
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """What the node answers a transaction with: the HTTP status and the JSON body."""
@@ -261,10 +282,14 @@ class Node:
         self._bus: BusClient | None = bus
         self._owns_bus = bus is None
         self._publisher: Publisher | None = None
-        self._verifier: VerifyPool[_Submission] | None = None
+        self._users: UsersStream | None = None
+        self._verifier: Verifier[_Submission] | None = None
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._queue: deque[_Submission] = deque()
+        # executed and journaled, waiting to be durable: (journal index, submission, its
+        # result, its messages), in journal order; answered by _on_commit
+        self._unacked: deque[tuple[int, _Submission, Executed, Built]] = deque()
         self._queue_wake = asyncio.Event()
         self._admitted = 0  # submissions admitted and not yet answered
         self._drained = asyncio.Event()  # set while _admitted is 0
@@ -321,6 +346,7 @@ class Node:
         # a fresh genesis: re-execution mutates the state it starts from
         replayed = restore_market_seqs(ledger, config.genesis(), events)
         self._events = events
+        ledger.add_durable_listener(self._on_commit)
         self.metrics.restored_entries.set(replayed)
         self.restored_hash = ledger.restored.state_hash
         self._durable_index = ledger.last_index
@@ -344,7 +370,13 @@ class Node:
         self._clock.add_listener(self._on_slot)
 
         workers = config.verify_workers or max(1, (os.cpu_count() or 2) - 1)
-        self._verifier = VerifyPool(self._on_verified, workers=workers)
+        verifier: Verifier[_Submission]
+        if config.verifier == "process":
+            verifier = ProcessVerifyPool(self._on_verified, workers=workers)
+        else:
+            verifier = VerifyPool(self._on_verified, workers=workers)
+        self._verifier = verifier
+        await verifier.start()
 
         if self._bus is None and config.broker_url is not None:
             transport = make_transport(
@@ -361,6 +393,15 @@ class Node:
                 observe_lag=self.metrics.publish_lag.observe,
             )
             self._spawn(self._publisher.run(), "node-publisher")
+        self._users = UsersStream(lambda: ledger.state.users, config.cluster, slot=self._clock.slot)
+        if self._publisher is not None:
+            self._clock.add_listener(self._users.on_slot)
+            users_run = self._users.run(
+                self._publisher,
+                last_index=lambda: ledger.last_index,
+                wait_durable=self.wait_durable,
+            )
+            self._spawn(users_run, "node-users")
 
         self.metrics.watch(
             queue_depth=lambda: self._admitted,
@@ -382,6 +423,7 @@ class Node:
             slot_ms=config.slot_ms,
             broker=config.broker_url,
             verify_workers=workers,
+            verifier=config.verifier,
         )
 
     def _spawn(self, coro: Any, name: str) -> None:
@@ -398,13 +440,16 @@ class Node:
             self._fail(exc)
 
     async def _serve_http(self) -> None:
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        # the largest body any route takes; /v1/tx and /v1/simulate check their own smaller one
+        app = web.Application(client_max_size=MAX_BATCH_BYTES)
         app.add_routes(
             [
                 web.post("/v1/tx", self._post_tx),
+                web.post("/v1/txs", self._post_txs),
                 web.post("/v1/simulate", self._post_simulate),
                 web.get("/v1/slot", self._get_slot),
                 web.get("/v1/oracles/{oracle_id}", self._get_oracle),
+                web.get("/v1/users", self._get_users),
                 web.get("/v1/users/{authority}/{sub_account_id}", self._get_user),
                 web.get("/v1/user-stats/{authority}", self._get_user_stats),
                 web.get("/v1/markets", self._get_markets),
@@ -595,20 +640,25 @@ class Node:
         clock = self.clock
         events = self.events
         publishing = self._publisher is not None
+        unacked = self._unacked
         executed = 0
         while True:
             if not queue:
                 wake.clear()
                 await wake.wait()
                 continue
-            await ledger.reserve()  # returns at once unless the journal's buffer is full
+            if not ledger.try_reserve():
+                await ledger.reserve()  # the journal's buffer is full: wait for a commit
+                if not queue:  # stopped meanwhile: nothing left to execute (see stop())
+                    ledger.journal.release_reservation()
+                    continue
             submission = queue.popleft()
             try:
                 pending = ledger.execute_reserved(
                     submission.raw, clock.now, verified=submission.verified
                 )
             except JournalError as exc:
-                self._answer(submission, Answer(503, b'{"ok":false,"detail":"journal failed"}'))
+                self._answer(submission, Answer(503, _JOURNAL_FAILED))
                 self._fail(exc)
                 raise
             except Exception as exc:  # a bug in an instruction: state is untouched
@@ -619,40 +669,34 @@ class Node:
                 self._answer(submission, Answer(422, _rejected_body(pending)))
             else:
                 built = events.build(pending.executed, publish=publishing)
-                pending.durable.add_done_callback(
-                    functools.partial(self._on_durable, submission, pending, built)
-                )
+                unacked.append((pending.index, submission, pending.executed, built))
             executed += 1
             if executed % SEQUENCER_SLICE == 0:
                 await asyncio.sleep(0)
 
-    def _on_durable(
-        self,
-        submission: _Submission,
-        pending: Pending,
-        built: Built,
-        durable: asyncio.Future[None],
-    ) -> None:
-        failure = (
-            JournalFailedError("commit cancelled") if durable.cancelled() else durable.exception()
-        )
+    def _on_commit(self, durable_index: int, failure: BaseException | None) -> None:
+        """The journal committed every entry up to ``durable_index`` (or failed). Answers the
+        transactions waiting for that and queues their bus messages, in journal order: one
+        call per group commit, the entries in the order they were executed."""
+        unacked = self._unacked
         if failure is not None:
             self._fail(failure)
-            self._answer(submission, Answer(503, b'{"ok":false,"detail":"journal failed"}'))
+            while unacked:
+                self._answer(unacked.popleft()[1], Answer(503, _JOURNAL_FAILED))
             return
-        if pending.index != self._durable_index + 1:
-            # journal futures complete in entry order and their callbacks run in that order;
-            # anything else would publish out of commit order, so it is loud
-            log.error(
-                "node.durable_out_of_order", index=pending.index, expected=self._durable_index + 1
-            )
-        self._durable_index = max(self._durable_index, pending.index)
+        publisher = self._publisher
+        accepted = 0
+        while unacked and unacked[0][0] <= durable_index:
+            _, submission, executed, built = unacked.popleft()
+            if publisher is not None and built.outgoing:
+                publisher.publish(built.outgoing)
+            self._answer(submission, Answer(200, self._accepted_body(executed, built)))
+            accepted += 1
+        if accepted:
+            self.metrics.tx_accepted.inc(accepted)
+        self._durable_index = max(self._durable_index, durable_index)
         if self._durable_waiters:
             self._wake_durable_waiters()
-        if self._publisher is not None and built.outgoing:
-            self._publisher.publish(built.outgoing)
-        self.metrics.tx_accepted.inc()
-        self._answer(submission, Answer(200, self._accepted_body(pending.executed, built)))
 
     @staticmethod
     def _accepted_body(executed: Executed, built: Built) -> bytes:
@@ -721,8 +765,10 @@ class Node:
 
     async def _handle_submit(self, request: web.Request, *, simulate: bool) -> web.Response:
         try:
-            raw = await request.read()
+            raw = await request.read()  # bounded by the app's (batch) limit, then by ours
         except web.HTTPRequestEntityTooLarge:
+            raw = None
+        if raw is None or len(raw) > MAX_BODY_BYTES:
             rejected = Rejected(
                 ErrorCode.MalformedTransaction,
                 f"body larger than {MAX_BODY_BYTES} bytes",
@@ -733,6 +779,45 @@ class Node:
         outcome = self.submit(raw, simulate=simulate)
         answer = outcome if isinstance(outcome, Answer) else await outcome
         return _json(answer.body, answer.status)
+
+    async def _post_txs(self, request: web.Request) -> web.Response:
+        """``POST /v1/txs``: a batch of signed transactions, ``application/octet-stream``
+        framed as :mod:`keepers.tx_batch` says (``length:u32 little-endian | transaction``,
+        repeated; at most ``MAX_BATCH_TXS`` of them and ``MAX_BATCH_BYTES`` in all).
+
+        Each transaction goes the way one sent alone to ``/v1/tx`` goes (admitted, verified,
+        sequenced, journaled), in the batch's order (other requests' may come between them).
+        Answered once every accepted one is durable, with ``{"results": [{"status": s,
+        "answer": {...}}, ...]}``: one item per transaction, in order, each the status and
+        body ``/v1/tx`` would have answered it with (200, 422, 503 when the node is busy).
+        A body that does not split is refused whole, nothing executed, counted as one
+        ``MalformedTransaction`` rejection: 413 past a limit, 400 for broken framing, the
+        ``detail`` naming the frame and the limit. 503 while the node is not ready.
+        """
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            detail = f"batch body larger than the limit of {MAX_BATCH_BYTES} bytes"
+            return self._refuse_batch(BatchError(413, detail))
+        if not self.ready:
+            detail = "the node failed" if self._failure is not None else "the node is not ready"
+            return _error(503, detail)
+        try:
+            raws = split_batch(body)
+        except BatchError as exc:
+            return self._refuse_batch(exc)
+        outcomes = [self.submit(raw) for raw in raws]
+        results: list[_BatchResult] = []
+        for outcome in outcomes:
+            answer = outcome if isinstance(outcome, Answer) else await outcome
+            results.append(_BatchResult(status=answer.status, answer=msgspec.Raw(answer.body)))
+        return _json(_encoder.encode(_BatchAnswer(results=results)))
+
+    def _refuse_batch(self, error: BatchError) -> web.Response:
+        self._count_rejection(
+            Rejected(ErrorCode.MalformedTransaction, error.detail, "batch"), simulate=False
+        )
+        return _error(error.status, error.detail)
 
     # --- HTTP: reads ------------------------------------------------------------------------
     def _not_ready(self) -> web.Response | None:
@@ -766,6 +851,22 @@ class Node:
         if user is None:
             return _error(404, f"no user {authority.hex()}/{sub_account_id}")
         return _json(_encoder.encode(to_builtins(user)))
+
+    async def _get_users(self, request: web.Request) -> web.Response:
+        users = self._users
+        if (refused := self._not_ready()) is not None or users is None:
+            return refused or _error(503, "the node is not ready")
+        parsed = parse_page_query(request.query)
+        if isinstance(parsed, str):
+            return _error(400, parsed)
+        # one synchronous read, answered once durable (as the order snapshot; see node_users)
+        body = users.page(*parsed, slot=self.clock.slot)
+        try:
+            async with asyncio.timeout(SNAPSHOT_DURABLE_TIMEOUT):
+                await self.wait_durable(self.ledger.last_index)
+        except TimeoutError:
+            return _error(503, "the journal is not keeping up")
+        return _json(body)
 
     async def _get_user_stats(self, request: web.Request) -> web.Response:
         if (refused := self._not_ready()) is not None:

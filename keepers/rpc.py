@@ -17,15 +17,20 @@ Failures, by kind:
 * Anything else (400, 500, a body that does not decode) is a :class:`NodeError` with the
   status; not retried.
 
+:meth:`NodeClient.send_txs` sends many transactions in one ``POST /v1/txs``
+(:mod:`keepers.tx_batch`) and returns one :class:`TxResult` per transaction, in order; the
+transactions the node was too busy for are sent again, the same way.
+
 Reads return the protocol's own dataclasses (:mod:`keepers.accounts_json` decodes them), or
-``None`` for an account the node does not have (404).
+``None`` for an account the node does not have (404). :meth:`NodeClient.users_page` reads the
+``GET /v1/users`` pages of every account (:class:`UsersPage`; see :mod:`keepers.node_users`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -37,6 +42,7 @@ import msgspec
 from keepers.accounts_json import AccountDecodeError, from_builtins
 from keepers.bus.client import Backoff
 from keepers.bus.schemas import OrderEvent, RecordMessage, record_from_message
+from keepers.tx_batch import join_batch
 from protocol.clock import Clock
 from protocol.error_codes import ErrorCode
 from protocol.records import SequencedRecord
@@ -52,6 +58,7 @@ __all__ = [
     "NodeUnavailableError",
     "OrdersSnapshot",
     "TxResult",
+    "UsersPage",
 ]
 
 T = TypeVar("T")
@@ -83,6 +90,15 @@ class _TxBody(msgspec.Struct, forbid_unknown_fields=True):
     code_name: str | None = None
     detail: str = ""
     field: str | None = None
+
+
+class _BatchItem(msgspec.Struct, forbid_unknown_fields=True):
+    status: int
+    answer: _TxBody
+
+
+class _BatchBody(msgspec.Struct, forbid_unknown_fields=True):
+    results: list[_BatchItem]
 
 
 class _SnapshotBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -133,6 +149,20 @@ class TxResult:
         return [record_from_message(r) for r in self.records]
 
 
+def _tx_result(parsed: _TxBody, attempts: int) -> TxResult:
+    return TxResult(
+        ok=parsed.ok,
+        signature=bytes.fromhex(parsed.signature) if parsed.signature else None,
+        slot=parsed.slot,
+        records=tuple(parsed.records),
+        code=parsed.code,
+        code_name=parsed.code_name,
+        detail=parsed.detail,
+        field=parsed.field,
+        attempts=attempts,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class OrdersSnapshot:
     """Every open order of one market at ``market_seq`` (that market's order-event counter):
@@ -144,6 +174,20 @@ class OrdersSnapshot:
     slot: int
     orders: list[tuple[UserKey, Order]]
     events: list[OrderEvent] = field(default_factory=list)
+
+
+class UsersPage(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One page of ``GET /v1/users``: the accounts at positions ``[offset, offset + len)`` of
+    the node's ``total``, consistent with message ``seq`` of the users stream ``stream`` (it
+    holds every change up to it); ``next`` is the next page's offset, ``None`` on the last."""
+
+    stream: str
+    seq: int
+    slot: int
+    offset: int
+    total: int
+    next: int | None
+    users: list[User]
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,22 +304,49 @@ class NodeClient:
         """Run a transaction without committing it."""
         return await self._tx("/v1/simulate", raw)
 
+    async def send_txs(self, raws: Sequence[bytes]) -> list[TxResult]:
+        """Send signed transactions in one ``POST /v1/txs``; one result per transaction, in
+        order, each what :meth:`send_tx` would return for it (accepted means durable).
+
+        The batch goes whole or not at all: a batch the node refuses (400/413: framing or a
+        limit of :mod:`keepers.tx_batch`; :class:`~keepers.tx_batch.BatchError` before sending
+        if this side already sees it) is a :class:`NodeError`, and transient failures of the
+        whole request are retried like :meth:`send_tx`'s. Transactions the node answered 503
+        (busy) are sent again, in a smaller batch, with backoff, up to ``attempts`` rounds;
+        one still refused then (or answered another status, e.g. 500) comes back with
+        ``ok=False``, no ``code`` and the node's ``detail``.
+        """
+        results: list[TxResult | None] = [None] * len(raws)
+        todo = list(range(len(raws)))
+        sent = 0  # sends before this round (each round may itself retry the whole request)
+        for round_ in range(self._attempts):
+            if round_:
+                await self._sleep(self._backoff.delay(round_ - 1, self._rng))
+            body = join_batch([raws[i] for i in todo])
+            status, answer, attempts = await self._request("POST", "/v1/txs", data=body)
+            if status != 200:
+                raise NodeError(status, answer[:200].decode(errors="replace"))
+            parsed = self._decode(_BatchBody, status, answer)
+            if len(parsed.results) != len(todo):
+                raise NodeError(status, f"{len(parsed.results)} answers for {len(todo)} txs")
+            sent += attempts
+            busy: list[int] = []
+            last_round = round_ == self._attempts - 1
+            for i, item in zip(todo, parsed.results, strict=True):
+                if item.status == 503 and not last_round:
+                    busy.append(i)
+                else:
+                    results[i] = _tx_result(item.answer, sent)
+            todo = busy
+            if not todo:
+                break
+        return [r for r in results if r is not None]
+
     async def _tx(self, path: str, raw: bytes) -> TxResult:
         status, body, attempts = await self._request("POST", path, data=raw)
         if status not in (200, 422):
             raise NodeError(status, body[:200].decode(errors="replace"))
-        parsed = self._decode(_TxBody, status, body)
-        return TxResult(
-            ok=parsed.ok,
-            signature=bytes.fromhex(parsed.signature) if parsed.signature else None,
-            slot=parsed.slot,
-            records=tuple(parsed.records),
-            code=parsed.code,
-            code_name=parsed.code_name,
-            detail=parsed.detail,
-            field=parsed.field,
-            attempts=attempts,
-        )
+        return _tx_result(self._decode(_TxBody, status, body), attempts)
 
     # --- reads ---------------------------------------------------------------------------------
     async def slot(self) -> Clock:
@@ -306,6 +377,13 @@ class NodeClient:
             raise NodeError(status, body[:200].decode(errors="replace"))
         parsed = self._decode(_MarketsBody, status, body)
         return Markets(parsed.perp, parsed.spot)
+
+    async def users_page(self, offset: int = 0, limit: int = 1_000) -> UsersPage:
+        """Up to ``limit`` accounts from position ``offset`` of ``GET /v1/users``."""
+        status, body, _ = await self._request("GET", f"/v1/users?offset={offset}&limit={limit}")
+        if status != 200:
+            raise NodeError(status, body[:200].decode(errors="replace"))
+        return self._decode(UsersPage, status, body)
 
     async def orders_snapshot(
         self, market_type: MarketType | str, market_index: int

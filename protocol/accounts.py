@@ -149,7 +149,13 @@ class Accounts:
         return o
 
     def oracle_price_data(self, oracle_id: str) -> OraclePriceData:
-        return self.oracle(oracle_id).price_data(self.clock.slot)
+        # a read: the committed account serves unless this transaction already cloned it
+        oracle = self._oracles.get(oracle_id)
+        if oracle is None:
+            oracle = self._base.oracles.get(oracle_id)
+        if oracle is None:
+            raise InvalidParameter("oracle", f"no oracle {oracle_id!r}", ErrorCode.UnknownOracle)
+        return oracle.price_data(self.clock.slot)
 
     # --- users ----------------------------------------------------------------------------
     def has_user(self, key: UserKey) -> bool:

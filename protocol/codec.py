@@ -15,18 +15,22 @@ Python version:
 
 A bare ``int`` field is a programming error (no width), caught when the class is compiled.
 Decoding rejects trailing bytes, unknown enum values, bad tags and short buffers, always
-naming the field path (``params.base_asset_amount``).
+naming the field path (``params.base_asset_amount``). A struct whose fields are all fixed-width
+(integers up to 64 bits, fixed bytes, bools, enums: most instructions) decodes in one
+:func:`struct.unpack_from`; whatever that cannot take is decoded again field by field, so
+values and refusals are exactly those of the field-by-field decoder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import struct
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Annotated, Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Final, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from protocol.error_codes import ErrorCode
 from protocol.errors import InvalidParameter
@@ -81,9 +85,31 @@ Decoder = Callable[[memoryview, int, str], tuple[Any, int]]
 
 
 @dataclass(frozen=True, slots=True)
+class _Fixed:
+    """How a fixed-width field reads with :mod:`struct`: its format and what the raw value
+    must pass (``"bool"``: 0 or 1; a dict: an enum's members by value; ``None``: anything)."""
+
+    fmt: str
+    check: str | dict[int, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _Codec:
     encode: Encoder
     decode: Decoder
+    fixed: _Fixed | None = None  # set for fields a flat struct can read in one unpack
+
+
+_STRUCT_INT_FORMATS: Final = {
+    (1, False): "B",
+    (2, False): "H",
+    (4, False): "I",
+    (8, False): "Q",
+    (1, True): "b",
+    (2, True): "h",
+    (4, True): "i",
+    (8, True): "q",
+}
 
 
 def _int_codec(width: IntWidth) -> _Codec:
@@ -102,7 +128,8 @@ def _int_codec(width: IntWidth) -> _Codec:
             raise _malformed(path, f"truncated: {width.name} needs {size} bytes")
         return int.from_bytes(buf[off:end], "little", signed=signed), end
 
-    return _Codec(enc, dec)
+    fmt = _STRUCT_INT_FORMATS.get((size, signed))
+    return _Codec(enc, dec, _Fixed(fmt) if fmt is not None else None)
 
 
 def _bool_codec() -> _Codec:
@@ -119,7 +146,7 @@ def _bool_codec() -> _Codec:
             raise _malformed(path, f"bool byte must be 0 or 1, got {b}")
         return b == 1, off + 1
 
-    return _Codec(enc, dec)
+    return _Codec(enc, dec, _Fixed("B", "bool"))
 
 
 def _enum_codec(enum_type: type[IntEnum]) -> _Codec:
@@ -138,7 +165,7 @@ def _enum_codec(enum_type: type[IntEnum]) -> _Codec:
             raise _malformed(path, f"{buf[off]} is not a {enum_type.__name__}")
         return member, off + 1
 
-    return _Codec(enc, dec)
+    return _Codec(enc, dec, _Fixed("B", members))
 
 
 def _bytes_codec(size: int) -> _Codec:
@@ -154,7 +181,7 @@ def _bytes_codec(size: int) -> _Codec:
             raise _malformed(path, f"truncated: {size} bytes")
         return bytes(buf[off:end]), end
 
-    return _Codec(enc, dec)
+    return _Codec(enc, dec, _Fixed(f"{size}s"))
 
 
 def _str_codec() -> _Codec:
@@ -280,16 +307,61 @@ def struct_codec(cls: type) -> _Codec:
         for name, codec in fields:
             codec.encode(getattr(value, name), out, prefix + name)
 
-    def dec(buf: memoryview, off: int, path: str) -> tuple[Any, int]:
+    def dec_fields(buf: memoryview, off: int, path: str) -> tuple[Any, int]:
         prefix = f"{path}." if path else ""
         kwargs: dict[str, Any] = {}
         for name, codec in fields:
             kwargs[name], off = codec.decode(buf, off, prefix + name)
         return cls(**kwargs), off
 
+    dec = dec_fields
+    flat = _compile_flat(cls, fields)
+    if flat is not None:
+        read, size = flat
+
+        def dec(buf: memoryview, off: int, path: str) -> tuple[Any, int]:
+            # One unpack for a struct of fixed-width fields; anything it cannot take (a short
+            # buffer, a bad bool or enum byte) is read again field by field, which names it.
+            if off + size <= len(buf):
+                value = read(buf, off)
+                if value is not None:
+                    return value, off + size
+            return dec_fields(buf, off, path)
+
     codec = _Codec(enc, dec)
     _CACHE[cls] = codec
     return codec
+
+
+def _compile_flat(
+    cls: type, fields: list[tuple[str, _Codec]]
+) -> tuple[Callable[[memoryview, int], Any], int] | None:
+    """For a struct whose fields are all fixed-width: a function reading one from a buffer at
+    an offset in a single :func:`struct.unpack_from` (``None`` if a bool or enum byte is out
+    of range), and its size. ``None`` for any other struct."""
+    if not fields or any(codec.fixed is None for _, codec in fields):
+        return None
+    if any(not f.init or f.kw_only for f in dataclasses.fields(cls)):
+        return None
+    fixed = [codec.fixed for _, codec in fields if codec.fixed is not None]
+    layout = struct.Struct("<" + "".join(f.fmt for f in fixed))
+    names = [f"v{i}" for i in range(len(fixed))]
+    lines = ["def read(buf, off):", f"    {', '.join(names)}, = unpack_from(buf, off)"]
+    namespace: dict[str, Any] = {"unpack_from": layout.unpack_from, "cls": cls}
+    for i, spec in enumerate(fixed):
+        if spec.check == "bool":
+            lines += [f"    if v{i} > 1:", "        return None", f"    v{i} = v{i} == 1"]
+        elif isinstance(spec.check, dict):
+            namespace[f"members{i}"] = spec.check
+            lines += [
+                f"    v{i} = members{i}.get(v{i})",
+                f"    if v{i} is None:",
+                "        return None",
+            ]
+    lines.append(f"    return cls({', '.join(names)})")
+    exec("\n".join(lines), namespace)  # noqa: S102 -- built from the class's own field list
+    read: Callable[[memoryview, int], Any] = namespace["read"]
+    return read, layout.size
 
 
 T = TypeVar("T")

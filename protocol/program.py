@@ -59,13 +59,16 @@ Result = Executed | Rejected
 
 
 class Program:
-    __slots__ = ("_next_seq", "_recent_by_slot", "_recent_ids", "_state")
+    __slots__ = ("_next_seq", "_oldest_recent_slot", "_recent_by_slot", "_recent_ids", "_state")
 
     def __init__(self, genesis: ProgramState, *, next_seq: int = 1) -> None:
         self._state = genesis
         self._next_seq = next_seq
         self._recent_ids: set[bytes] = set()
         self._recent_by_slot: dict[int, list[bytes]] = {}
+        # the smallest key of _recent_by_slot (None: empty), so that a transaction only scans
+        # the window when something in it has gone stale
+        self._oldest_recent_slot: int | None = None
 
     @property
     def state(self) -> ProgramState:
@@ -176,13 +179,20 @@ class Program:
             return
         self._recent_ids.add(signature)
         self._recent_by_slot.setdefault(recent_slot, []).append(signature)
+        oldest = self._oldest_recent_slot
+        if oldest is None or recent_slot < oldest:
+            self._oldest_recent_slot = recent_slot
 
     def _remember(self, verified: VerifiedTransaction) -> None:
         self.remember(verified.signature, verified.transaction.recent_slot)
 
     def _forget_before(self, oldest_fresh_slot: int) -> None:
         # An id can only be replayed while its recent_slot is still fresh; older ones can go.
+        oldest = self._oldest_recent_slot
+        if oldest is None or oldest >= oldest_fresh_slot:
+            return  # nothing is stale
         stale = [s for s in self._recent_by_slot if s < oldest_fresh_slot]
         for s in stale:
             for sig in self._recent_by_slot.pop(s):
                 self._recent_ids.discard(sig)
+        self._oldest_recent_slot = min(self._recent_by_slot, default=None)

@@ -10,8 +10,10 @@ Wire format (version 1)::
 the transaction id (what replay protection remembers). Instruction bodies are the canonical
 encoding of :mod:`protocol.codec`. Parsing is strict: unknown versions, tags, short or trailing
 bytes are :class:`~protocol.errors.InvalidParameter` with code ``MalformedTransaction`` and the
-offending field named. :func:`verify_transaction` is the only way to a
-:class:`VerifiedTransaction`, which is all the program executes.
+offending field named. :func:`verify_transaction` is the way to a :class:`VerifiedTransaction`,
+which is all the program executes; a verifier in another process checks the wire bytes with
+:func:`protocol.envelope.check_envelope` (the same signature check) and its caller then takes
+:func:`verified_after_envelope_check` of the parsed transaction.
 """
 
 from __future__ import annotations
@@ -21,14 +23,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.codec import decode, encode
+from protocol.envelope import (
+    MAGIC,
+    MAX_SIGNERS,
+    VERSION,
+    check_signatures,
+    parse_envelope,
+)
 from protocol.error_codes import ErrorCode
 from protocol.errors import InvalidParameter, ProtocolError
 from protocol.instructions.registry import TAG_BY_TYPE, TYPE_BY_TAG
-from protocol.keys import PUBKEY_LEN, SIGNATURE_LEN, Keypair, verify_signature
+from protocol.keys import PUBKEY_LEN, SIGNATURE_LEN, Keypair
 
-MAGIC = b"DKTX"
-VERSION = 1
-MAX_SIGNERS = 8
+__all__ = [
+    "MAGIC",
+    "MAX_INSTRUCTIONS",
+    "MAX_INSTRUCTION_BYTES",
+    "MAX_SIGNERS",
+    "VERSION",
+    "Transaction",
+    "VerifiedTransaction",
+    "message_bytes",
+    "parse_transaction",
+    "verified_after_envelope_check",
+    "verify_transaction",
+]
+
 MAX_INSTRUCTIONS = 64
 MAX_INSTRUCTION_BYTES = 4096
 
@@ -115,63 +135,40 @@ def message_bytes(
 
 def parse_transaction(raw: bytes) -> Transaction:
     """Strictly parse wire bytes (signatures are *not* checked here)."""
-    buf = memoryview(raw)
-    if bytes(buf[:4]) != MAGIC:
-        raise _malformed("magic", "not a transaction")
-    if len(buf) < 6:
-        raise _malformed("header", "truncated")
-    if buf[4] != VERSION:
-        raise InvalidParameter(
-            "version", f"unsupported version {buf[4]}", ErrorCode.UnsupportedVersion
-        )
-    n_sig = buf[5]
-    off = 6
-    if not 1 <= n_sig <= MAX_SIGNERS or off + n_sig * SIGNATURE_LEN > len(buf):
-        raise _malformed("signatures", "bad signature count")
-    signatures = tuple(bytes(buf[off + i * 64 : off + (i + 1) * 64]) for i in range(n_sig))
-    off += n_sig * SIGNATURE_LEN
-    message_start = off
-    # message
-    if off + 10 > len(buf):
-        raise _malformed("message", "truncated")
-    if buf[off] != VERSION:
-        raise InvalidParameter(
-            "message.version", f"unsupported version {buf[off]}", ErrorCode.UnsupportedVersion
-        )
-    recent_slot = int.from_bytes(buf[off + 1 : off + 9], "little")
-    n_signers = buf[off + 9]
-    off += 10
-    if n_signers != n_sig:
-        raise _malformed("signers", f"{n_signers} signers but {n_sig} signatures")
-    if off + n_signers * PUBKEY_LEN + 2 > len(buf):
-        raise _malformed("signers", "truncated")
-    signers = tuple(bytes(buf[off + i * 32 : off + (i + 1) * 32]) for i in range(n_signers))
-    off += n_signers * PUBKEY_LEN
-    count = int.from_bytes(buf[off : off + 2], "little")
+    if type(raw) is not bytes:
+        raw = bytes(raw)
+    envelope = parse_envelope(raw)
+    off = envelope.instructions_start
+    size = len(raw)
+    count = int.from_bytes(raw[off : off + 2], "little")
     off += 2
     if not 1 <= count <= MAX_INSTRUCTIONS:
         raise _malformed("instructions", f"bad instruction count {count}")
+    buf = memoryview(raw)
     instructions: list[Any] = []
     for i in range(count):
-        path = f"instructions[{i}]"
-        if off + 6 > len(buf):
-            raise _malformed(path, "truncated header")
-        tag = int.from_bytes(buf[off : off + 2], "little")
-        length = int.from_bytes(buf[off + 2 : off + 6], "little")
+        if off + 6 > size:
+            raise _malformed(f"instructions[{i}]", "truncated header")
+        tag = int.from_bytes(raw[off : off + 2], "little")
+        length = int.from_bytes(raw[off + 2 : off + 6], "little")
         off += 6
         cls = TYPE_BY_TAG.get(tag)
         if cls is None:
             raise InvalidParameter(
-                path, f"unknown instruction tag {tag}", ErrorCode.UnknownInstruction
+                f"instructions[{i}]", f"unknown instruction tag {tag}", ErrorCode.UnknownInstruction
             )
-        if length > MAX_INSTRUCTION_BYTES or off + length > len(buf):
-            raise _malformed(path, "bad length")
-        instructions.append(decode(cls, buf[off : off + length], path))
+        if length > MAX_INSTRUCTION_BYTES or off + length > size:
+            raise _malformed(f"instructions[{i}]", "bad length")
+        instructions.append(decode(cls, buf[off : off + length], f"instructions[{i}]"))
         off += length
-    if off != len(buf):
-        raise _malformed("transaction", f"{len(buf) - off} trailing bytes")
+    if off != size:
+        raise _malformed("transaction", f"{size - off} trailing bytes")
     return Transaction(
-        tuple(instructions), recent_slot, signers, signatures, bytes(buf[message_start:])
+        tuple(instructions),
+        envelope.recent_slot,
+        envelope.signers,
+        envelope.signatures,
+        raw[envelope.message_start :],
     )
 
 
@@ -179,8 +176,8 @@ def parse_transaction(raw: bytes) -> Transaction:
 class VerifiedTransaction:
     """A transaction whose every signature was checked against its canonical message.
 
-    Only :func:`verify_transaction` builds one; :class:`~protocol.program.Program` executes
-    nothing else.
+    Only :func:`verify_transaction` and :func:`verified_after_envelope_check` build one;
+    :class:`~protocol.program.Program` executes nothing else.
     """
 
     transaction: Transaction
@@ -204,11 +201,20 @@ def verify_transaction(tx: Transaction) -> VerifiedTransaction:
     if len(set(tx.signers)) != len(tx.signers):
         raise _malformed("signers", "duplicate signer")
     message = tx.message()  # re-encodes: validates every field's width, names the bad one
-    for i, (pubkey, sig) in enumerate(zip(tx.signers, tx.signatures, strict=True)):
-        if not verify_signature(pubkey, message, sig):
-            raise ProtocolError(
-                ErrorCode.InvalidSignature,
-                f"signature {i} does not verify",
-                field=f"signatures[{i}]",
-            )
+    check_signatures(tx.signers, tx.signatures, message)
+    return VerifiedTransaction(tx, message)
+
+
+def verified_after_envelope_check(tx: Transaction) -> VerifiedTransaction:
+    """The :class:`VerifiedTransaction` of a *parsed* ``tx`` whose wire bytes
+    (``tx.to_bytes()``) :func:`protocol.envelope.check_envelope` accepted, in another process.
+
+    The caller vouches for that check; it is :func:`verify_transaction`'s own signature check
+    over the same message bytes (a parsed transaction keeps the message it arrived with), so
+    the result is what ``verify_transaction(tx)`` would return. A transaction built in memory
+    (no wire message) is refused: its bytes were never checked.
+    """
+    message = tx.wire_message
+    if message is None:
+        raise ValueError("only a parsed transaction carries the message its check covered")
     return VerifiedTransaction(tx, message)

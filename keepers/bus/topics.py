@@ -9,6 +9,7 @@ everything to ``v2`` so old and new readers never see each other's messages)::
     keepers/v1/{cluster}/slot                                the node's slot (retained)
     keepers/v1/{cluster}/records/{kind}                      other protocol records (QoS 1)
     keepers/v1/{cluster}/dlob/top/{perp|spot}/{market_index} top of book (at most once a slot)
+    keepers/v1/{cluster}/users                               changed user accounts (QoS 1)
     keepers/v1/{cluster}/deadletter                          payloads a reader could not decode
 
 A topic level cannot contain ``/``, ``+`` or ``#``. Oracle ids do (``"SOL/USD"``), so the
@@ -51,6 +52,7 @@ class TopicKind(StrEnum):
     SLOT = "slot"
     RECORDS = "records"
     DLOB_TOP = "dlob/top"
+    USERS = "users"
     DEADLETTER = "deadletter"
 
 
@@ -113,6 +115,11 @@ def records(cluster: str, kind: str) -> str:
 def dlob_top(cluster: str, market_type: MarketType, market_index: int) -> str:
     market = _MARKET_LEVEL[market_type]
     return f"{base(cluster)}/dlob/top/{market}/{_market_index(market_index)}"
+
+
+def users(cluster: str) -> str:
+    """The node's one stream of changed user accounts (one sequence, so one topic)."""
+    return f"{base(cluster)}/users"
 
 
 def deadletter(cluster: str) -> str:
@@ -214,6 +221,8 @@ def parse(topic: str) -> Topic:
             market_type=_parse_market(topic, rest[1]),
             market_index=_parse_index(topic, rest[2]),
         )
+    if kind == "users" and not rest:
+        return Topic(cluster, TopicKind.USERS)
     if kind == "deadletter" and not rest:
         return Topic(cluster, TopicKind.DEADLETTER)
     raise TopicError(topic, "unknown topic layout")

@@ -3,7 +3,8 @@
 A bot is a decider (:class:`Bot`: ``decide(view) -> list[Action]``); the runtime does the rest:
 
 * :mod:`keepers.runtime.view`: the read-only :class:`View` a bot decides from (slot, oracle
-  prices, market accounts, its own users, the DLOB, the bus events since its last tick);
+  prices, market accounts, its own users, the DLOB, the bus events since its last tick); a bot
+  that watches every user gets them from :mod:`keepers.user_feed` (``Subscriptions.users``);
 * :mod:`keepers.runtime.executor`: the one :class:`Executor` that signs, optionally
   simulates, sends and records each action's :class:`Outcome` by error code;
 * :mod:`keepers.runtime.supervisor`: one task per bot in an ``asyncio.TaskGroup``, ticks that

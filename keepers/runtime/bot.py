@@ -53,7 +53,12 @@ class Subscriptions:
     events and intents the bot wants (``None`` = every market), and the markets its DLOB
     follows. ``sub_account_ids``: the bot's own user accounts (under its keypair's authority)
     the view carries. ``dlob``: the bot reads the order book (``View.dlob``); the process then
-    keeps one DLOB, fed from the bus, for every bot that asks.
+    keeps one DLOB, fed from the bus, for every bot that asks. ``users``: the bot watches every
+    user account (a liquidator, a settler); the process then keeps one
+    :class:`~keepers.user_feed.UserFeed` (the node's ``GET /v1/users`` pages, then its users
+    stream on the bus) and builds the bot with a cursor of it as ``BotContext.extra["users"]``
+    (``changed_users()``: the accounts changed since the previous call, every account the
+    first time), unless the caller put accounts there already.
     """
 
     streams: frozenset[Stream] = frozenset()
@@ -61,6 +66,7 @@ class Subscriptions:
     spot_markets: tuple[int, ...] | None = None
     sub_account_ids: tuple[int, ...] = (0,)
     dlob: bool = False
+    users: bool = False
 
     @property
     def event_driven(self) -> bool:

@@ -8,7 +8,12 @@ error surfaces here, before anything connects. :class:`BotProcess` then runs the
 2. the node's markets and the bots' own accounts are loaded, retried until
    ``startup_timeout_s`` (the node may still be starting);
 3. if any bot reads the book, a :class:`~keepers.dlob_feed.DlobFeed` follows the markets the
-   bots name; the bus connects; the feed loads its snapshots;
+   bots name; if any bot watches every user (``Subscriptions.users``) and was not handed
+   accounts already (``BotContext.extra["users"]``, as the demo does), one
+   :class:`~keepers.user_feed.UserFeed` loads every account from the node (``GET /v1/users``)
+   and follows the users stream over a bus connection of its own, and each such bot is built
+   with a fresh cursor of it as ``extra["users"]`` (rebuilt after a crash: a fresh cursor,
+   which starts with every account); the bus connects; the feeds load their snapshots;
 4. one ``asyncio.TaskGroup`` runs the account refresher, the bus dispatcher and the supervisor
    (each bot a named task) until cancelled, or, with ``once``, until every bot ticked once.
 
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -47,7 +53,7 @@ from keepers.dlob_feed import DlobFeed, DlobFeedCollector, HttpSnapshotLoader, S
 from keepers.dlob_server import followed_market
 from keepers.keys import KeyFileError, LoadedKeypair, load_keypair_file
 from keepers.rpc import NodeClient
-from keepers.runtime.bot import Bot, BotContext, Stream, Subscriptions
+from keepers.runtime.bot import Bot, BotContext, BotFactory, Stream, Subscriptions
 from keepers.runtime.executor import Executor, NodeSender
 from keepers.runtime.health import HealthCheck, HealthServer
 from keepers.runtime.metrics import RuntimeMetrics
@@ -55,6 +61,7 @@ from keepers.runtime.registry import BotLoadError, UnknownBot, resolve_bot
 from keepers.runtime.supervisor import BotSetup, Supervisor, Watchdog, effective_subscriptions
 from keepers.runtime.timing import SystemTimer, Timer
 from keepers.runtime.view import AccountRefresher, MarketState, NodeReader
+from keepers.user_feed import USERS_QUEUE_SIZE, UserFeed, UserFeedCollector, UsersLoader
 from protocol.types import MarketType
 
 _log = structlog.get_logger("keepers.runtime")
@@ -205,6 +212,36 @@ def make_bus(config: KeepersConfig, client_name: str) -> TappedBusClient:
     )
 
 
+def make_users_bus(config: KeepersConfig, client_name: str) -> BusClient:
+    """The bus connection a :class:`~keepers.user_feed.UserFeed` consumes alone (its bounded
+    queue is :data:`~keepers.user_feed.USERS_QUEUE_SIZE` messages)."""
+    client_id = f"keepers-{client_name}-users-{os.urandom(4).hex()}"
+    transport = make_transport(config.bus.transport, broker_url(config), client_id)
+    return BusClient(
+        transport,
+        deadletter_topic=topics.deadletter(config.bus.cluster),
+        queue_size=USERS_QUEUE_SIZE,
+    )
+
+
+class WithUserCursor:
+    """A bot factory that builds each bot with a fresh cursor of ``feed`` as
+    ``extra["users"]`` (a bot rebuilt after a crash starts over with every account)."""
+
+    def __init__(self, factory: BotFactory, feed: UserFeed) -> None:
+        self.factory = factory
+        self.feed = feed
+
+    def __call__(self, context: BotContext, /) -> Bot:
+        extra = {**context.extra, "users": self.feed.cursor()}
+        return self.factory(dataclasses.replace(context, extra=extra))
+
+
+def needs_user_feed(prepared: PreparedBot) -> bool:
+    """The bot watches every user and its context holds no accounts of the caller's."""
+    return prepared.subscriptions.users and "users" not in prepared.setup.context.extra
+
+
 # --- running ---------------------------------------------------------------------------------
 class BotProcess:
     def __init__(
@@ -218,11 +255,20 @@ class BotProcess:
         timer: Timer | None = None,
         metrics: RuntimeMetrics | None = None,
         rng: random.Random | None = None,
+        users_bus: BusClient | None = None,
+        users_loader: UsersLoader | None = None,
     ) -> None:
+        """``users_bus`` / ``users_loader``: the bus connection and the page reader of the
+        user feed, if one is needed (defaults: a new connection to the configured broker, and
+        ``node`` if it reads pages, else a client of its own to ``[node].url``). The process
+        starts and closes both buses."""
         self.config = config
         self.bots = list(bots)
         self.node = node
         self.bus = bus
+        self.users_bus = users_bus
+        self._users_loader = users_loader
+        self._own_users_loader: NodeClient | None = None
         self.timer = timer or SystemTimer()
         self.metrics = metrics or RuntimeMetrics()
         self._rng = rng or random.Random(config.runtime.seed)  # noqa: S311 -- jitter
@@ -252,6 +298,7 @@ class BotProcess:
             on_accepted=lambda _bot: self.refresher.request(),
         )
         self.feed: DlobFeed | None = None
+        self.user_feed: UserFeed | None = None
         self.supervisor: Supervisor | None = None
         self.health: HealthServer | None = None
         self.ready = asyncio.Event()
@@ -260,6 +307,10 @@ class BotProcess:
     @property
     def wants_dlob(self) -> bool:
         return any(p.subscriptions.dlob for p in self.bots)
+
+    @property
+    def wants_users(self) -> bool:
+        return any(needs_user_feed(p) for p in self.bots)
 
     def health_check(self) -> HealthCheck:
         """Checks that read this process's parts at request time (they appear as it starts)."""
@@ -278,14 +329,26 @@ class BotProcess:
         def dlob_synced() -> bool | None:
             return None if self.feed is None else self.feed.is_synced_all
 
+        def user_feed_failed() -> str | None:
+            if self.user_feed is None or self.user_feed.failure is None:
+                return None
+            return f"user feed failed: {self.user_feed.failure!r}"
+
+        def users_synced() -> bool | None:
+            return None if self.user_feed is None else self.user_feed.is_synced
+
         return HealthCheck(
             watchdogs=watchdogs,
             bus_connected=lambda: self.bus.is_connected,
             slot=lambda: self.state.slot,
             slot_age=self.state.slot_age,
             slot_stall_s=self.config.metrics.slot_stall_s,
-            details={"ready": self.ready.is_set, "dlob_synced": dlob_synced},
-            checks=[not_ready, feed_failed],
+            details={
+                "ready": self.ready.is_set,
+                "dlob_synced": dlob_synced,
+                "users_synced": users_synced,
+            },
+            checks=[not_ready, feed_failed, user_feed_failed],
         )
 
     async def run(self) -> int:
@@ -324,6 +387,8 @@ class BotProcess:
                     self.metrics.register(DlobFeedCollector(self.feed))
                     self.bus.tap = self._dispatch
                     await self.feed.start()
+                if self.wants_users:
+                    self.user_feed = await self._start_user_feed()
                 filters = topic_filters(
                     self.config.bus.cluster, [p.subscriptions for p in self.bots]
                 )
@@ -332,14 +397,17 @@ class BotProcess:
                 await self.bus.wait_connected()
                 if self.feed is not None:
                     await self.feed.wait_synced()
+                if self.user_feed is not None:
+                    await self.user_feed.wait_synced()
         except TimeoutError:
             raise StartupError(
                 f"not ready within {runtime.startup_timeout_s}s: "
                 f"node at {self.config.node.url} answering: {self.refresher.refreshes > 0}, "
-                f"bus connected: {self.bus.is_connected}"
+                f"bus connected: {self.bus.is_connected}, "
+                f"users synced: {self.user_feed is None or self.user_feed.is_synced}"
             ) from None
         self.supervisor = Supervisor(
-            [p.setup for p in self.bots],
+            [self._setup(p) for p in self.bots],
             executor=self.executor,
             state=self.state,
             metrics=self.metrics,
@@ -376,6 +444,29 @@ class BotProcess:
                 await self.timer.sleep(delay)
                 continue
             return
+
+    def _setup(self, prepared: PreparedBot) -> BotSetup:
+        if self.user_feed is None or not needs_user_feed(prepared):
+            return prepared.setup
+        factory = WithUserCursor(prepared.setup.factory, self.user_feed)
+        return dataclasses.replace(prepared.setup, factory=factory)
+
+    async def _start_user_feed(self) -> UserFeed:
+        bus = self.users_bus
+        if bus is None:
+            names = "-".join(p.setup.name for p in self.bots if needs_user_feed(p))
+            bus = self.users_bus = make_users_bus(self.config, names)
+        loader = self._users_loader
+        if loader is None and isinstance(self.node, UsersLoader):
+            loader = self.node
+        if loader is None:
+            timeout = aiohttp.ClientTimeout(total=self.config.node.request_timeout_s)
+            loader = self._own_users_loader = NodeClient(self.config.node.url, timeout=timeout)
+        feed = UserFeed(bus, loader, cluster=self.config.bus.cluster)
+        self.metrics.register(UserFeedCollector(feed))
+        await feed.start()
+        await bus.start()
+        return feed
 
     async def _make_feed(self) -> DlobFeed:
         followed = []
@@ -433,7 +524,14 @@ class BotProcess:
         with contextlib.suppress(Exception):
             if self.feed is not None:
                 await self.feed.close()
+        with contextlib.suppress(Exception):
+            if self.user_feed is not None:
+                await self.user_feed.close()
         await self.bus.close()
+        if self.users_bus is not None:
+            await self.users_bus.close()
+        if self._own_users_loader is not None:
+            await self._own_users_loader.close()
         if self._own_loader is not None:
             await self._own_loader.close()
         if self.health is not None:

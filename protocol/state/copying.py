@@ -20,7 +20,12 @@ _COPIERS: dict[type, Callable[[Any], Any]] = {}
 def _compile(cls: type) -> Callable[[Any], Any]:
     names = [f.name for f in dataclasses.fields(cls)]
     lines = ["def copier(src):", "    dst = new(cls)"]
-    lines += [f"    set_(dst, {name!r}, src.{name})" for name in names]
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is None or not params.frozen:
+        # a plain attribute store goes straight to the slot: ~10x cheaper than a call
+        lines += [f"    dst.{name} = src.{name}" for name in names]
+    else:  # a frozen dataclass refuses stores; set its slots as its own __init__ does
+        lines += [f"    set_(dst, {name!r}, src.{name})" for name in names]
     lines.append("    return dst")
     namespace: dict[str, Any] = {"new": object.__new__, "cls": cls, "set_": object.__setattr__}
     exec("\n".join(lines), namespace)  # noqa: S102 -- code built from the class's own field names

@@ -27,6 +27,7 @@ from keepers.bus.schemas import (
     RecordMessage,
     SlotMessage,
     TopOfBook,
+    UsersMessage,
     decode,
     encode,
     record_from_message,
@@ -37,7 +38,7 @@ from protocol.keys import Keypair, verify_signature
 from protocol.records import OrderActionRecord, Record, SequencedRecord
 from protocol.signed_intent import OrderIntent
 from protocol.state.order_params import OrderParams
-from protocol.state.user import Order
+from protocol.state.user import Order, PerpPosition, SpotPosition, User
 from protocol.types import (
     MarketType,
     OrderStatus,
@@ -45,6 +46,8 @@ from protocol.types import (
     OrderType,
     PositionDirection,
     PostOnlyParam,
+    SpotBalanceType,
+    UserStatus,
 )
 
 CLUSTER = "test"
@@ -452,3 +455,97 @@ def test_dead_letters_carry_the_raw_payload() -> None:
     )
     decoded = decode(topics.deadletter(CLUSTER), encode(letter))
     assert decoded == letter
+
+
+# --- user accounts ---------------------------------------------------------------------------
+def typed(value: object) -> object:
+    """``value`` as a tree that also names every leaf's type: equal trees mean the same values
+    *and* the same types (an enum back as an enum, not as an equal int)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = dataclasses.fields(value)
+        return (type(value).__name__, [typed(getattr(value, f.name)) for f in fields])
+    if isinstance(value, list | tuple):
+        return [typed(item) for item in value]
+    return (type(value).__name__, value)
+
+
+spot_positions = st.builds(
+    SpotPosition,
+    market_index=u(16),
+    scaled_balance=u(128),
+    balance_type=st.sampled_from(SpotBalanceType),
+    open_bids=i(64),
+    open_asks=i(64),
+    cumulative_deposits=i(64),
+    open_orders=u(8),
+)
+perp_positions = st.builds(
+    PerpPosition,
+    market_index=u(16),
+    base_asset_amount=i(64),
+    quote_asset_amount=i(64),
+    last_cumulative_funding_rate=i(128),
+    lp_shares=u(64),
+    open_orders=u(8),
+)
+users = st.builds(
+    User,
+    authority=st.binary(min_size=32, max_size=32),
+    sub_account_id=u(16),
+    name=st.text(max_size=32),
+    spot_positions=st.lists(spot_positions, max_size=3),
+    perp_positions=st.lists(perp_positions, max_size=3),
+    orders=st.lists(orders, max_size=4),
+    status=st.sampled_from(list(UserStatus))
+    | st.just(UserStatus.BeingLiquidated | UserStatus.Bankrupt),
+    settled_perp_pnl=i(128),
+    total_social_loss=u(128),
+    is_margin_trading_enabled=st.booleans(),
+)
+
+
+@settings(max_examples=50)
+@given(st.lists(users, max_size=4), u(63))
+def test_user_accounts_survive_the_wire_exactly_type_for_type(
+    accounts: list[User], seq: int
+) -> None:
+    message = UsersMessage(stream="0123456789abcdef", seq=seq + 1, slot=7, users=accounts)
+    decoded = decode(topics.users(CLUSTER), encode(message))
+    assert isinstance(decoded, UsersMessage)
+    assert decoded == message
+    assert typed(decoded.users) == typed(accounts)
+
+
+def test_a_users_message_carries_the_dataclass_with_base64_keys_and_enum_values() -> None:
+    account = User(authority=USER, status=UserStatus.BeingLiquidated, settled_perp_pnl=-(2**70))
+    message = UsersMessage(stream="0123456789abcdef", seq=1, slot=9, users=[account])
+    body = json.loads(encode(message))
+    assert {k: body[k] for k in ("type", "v", "stream", "seq", "slot")} == {
+        "type": "users",
+        "v": 1,
+        "stream": "0123456789abcdef",
+        "seq": 1,
+        "slot": 9,
+    }
+    [wire] = body["users"]
+    assert list(wire) == [f.name for f in dataclasses.fields(User)]
+    assert wire["authority"] == "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+    assert (wire["status"], wire["settled_perp_pnl"]) == (1, -(2**70))
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "path"),
+    [
+        ({"stream": "ABCDEF0123456789"}, DecodeReason.INVALID_VALUE, "$.stream"),
+        ({"seq": 0}, DecodeReason.INVALID_VALUE, "$.seq"),
+        ({"users": [{"authority": 5}]}, DecodeReason.INVALID_VALUE, "$.users"),
+        ({"extra": 1}, DecodeReason.UNKNOWN_FIELD, "$.extra"),
+    ],
+)
+def test_bad_users_messages_name_their_problem(
+    change: dict[str, Any], reason: DecodeReason, path: str
+) -> None:
+    body = {"type": "users", "stream": "0123456789abcdef", "seq": 1, "slot": 1, "users": []}
+    with pytest.raises(DecodeError) as info:
+        decode(topics.users(CLUSTER), json.dumps(body | change).encode())
+    assert (info.value.reason, info.value.path) == (reason, path)

@@ -20,6 +20,7 @@ def test_every_topic_has_its_documented_name() -> None:
     assert topics.records("main", "funding_rate") == "keepers/v1/main/records/funding_rate"
     assert topics.dlob_top("main", MarketType.Perp, 1) == "keepers/v1/main/dlob/top/perp/1"
     assert topics.deadletter("main") == "keepers/v1/main/deadletter"
+    assert topics.users("main") == "keepers/v1/main/users"
     assert topics.shared("fillers", topics.all_orders("main")) == (
         "$share/fillers/keepers/v1/main/orders/#"
     )
@@ -47,6 +48,7 @@ def test_parse_reads_back_what_the_builders_wrote() -> None:
         "c", TopicKind.DLOB_TOP, market_type=MarketType.Perp, market_index=7
     )
     assert topics.parse("keepers/v1/c/deadletter") == Topic("c", TopicKind.DEADLETTER)
+    assert topics.parse("keepers/v1/c/users") == Topic("c", TopicKind.USERS)
 
 
 @pytest.mark.parametrize(

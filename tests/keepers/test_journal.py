@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import keepers.journal
 from keepers.journal import (
     Journal,
     JournalCorruptError,
@@ -304,3 +305,110 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
         Journal.open(tmp_path / "j.db", max_pending=0)
     with pytest.raises(ValueError, match="unknown writer mode"):
         Journal.open(tmp_path / "j.db", writer="fast")  # type: ignore[arg-type]
+
+
+# --- room, durable listeners and large groups ---------------------------------------------
+@pytest.mark.asyncio
+async def test_room_is_handed_out_first_come_first_served(tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path / "j.db", max_pending=2)
+    journal.start()
+    assert journal.try_reserve() and journal.try_reserve()
+    assert not journal.try_reserve()  # full: the next one has to wait
+    order: list[str] = []
+
+    async def waiter(name: str) -> None:
+        await journal.reserve()
+        order.append(name)
+
+    first = asyncio.create_task(waiter("first"))
+    cancelled = asyncio.create_task(waiter("cancelled"))
+    last = asyncio.create_task(waiter("last"))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    journal.release_reservation()
+    journal.release_reservation()
+    await asyncio.gather(first, last, return_exceptions=True)
+    assert order == ["first", "last"]
+    assert cancelled.cancelled()
+    assert not journal.try_reserve()  # both rooms went to the two live waiters
+    journal.release_reservation()
+    journal.release_reservation()
+    await journal.close()
+
+
+@pytest.mark.asyncio
+async def test_room_handed_to_a_waiter_cancelled_at_once_passes_to_the_next(
+    tmp_path: Path,
+) -> None:
+    journal = Journal.open(tmp_path / "j.db", max_pending=1)
+    journal.start()
+    assert journal.try_reserve()
+    first = asyncio.create_task(journal.reserve())
+    second = asyncio.create_task(journal.reserve())
+    await asyncio.sleep(0)
+    journal.release_reservation()  # goes to `first` ...
+    first.cancel()  # ... which is cancelled before it runs again
+    await asyncio.sleep(0)
+    async with asyncio.timeout(5):
+        await second  # so the room went on to `second`
+    assert first.cancelled()
+    assert not journal.try_reserve()
+    journal.release_reservation()
+    await journal.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mode", MODES)
+async def test_durable_listeners_hear_once_per_commit_with_the_last_index(
+    tmp_path: Path, mode: WriterMode
+) -> None:
+    journal = Journal.open(tmp_path / "j.db", writer=mode)
+    heard: list[tuple[int, BaseException | None]] = []
+    journal.add_durable_listener(lambda index, failure: heard.append((index, failure)))
+    await fill(journal, 5)
+    assert journal.metrics.commits == len(heard)
+    assert heard[-1] == (5, None)
+    assert [index for index, _ in heard] == sorted({index for index, _ in heard})
+    assert journal.durable_index == 5
+    await journal.close()
+
+
+@pytest.mark.asyncio
+async def test_a_failure_reaches_the_durable_listeners_once(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    journal = Journal.open(path)
+    await fill(journal, 2)
+    heard: list[tuple[int, BaseException | None]] = []
+    journal.add_durable_listener(lambda index, failure: heard.append((index, failure)))
+    other = raw(path)
+    other.execute("INSERT INTO entries VALUES (3, 0, 0, x'00', 5, 0, NULL)")  # steals idx 3
+    other.close()
+    with pytest.raises(JournalFailedError):
+        await journal.append(10, 1, b"c", 5, 1)
+    [(index, failure)] = heard
+    assert index == 2 and isinstance(failure, JournalFailedError)
+    await journal.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_group_larger_than_one_insert_statement_reads_back_exactly(
+    tmp_path: Path, mode: WriterMode
+) -> None:
+    n = keepers.journal._ROWS_PER_INSERT * 2 + 7
+    journal = Journal.open(tmp_path / "j.db", writer=mode, max_pending=n)
+    journal.start()
+    futures = []
+    for i in range(n):
+        assert journal.try_reserve()
+        checkpoint = f"hash-{i}" if i % 500 == 0 else None
+        futures.append(journal.append_reserved(10, i, tx(i), 1 + i, 1, checkpoint)[1])
+    await asyncio.gather(*futures)
+    assert journal.metrics.commits == 1  # one group, three INSERT statements
+    entries = list(journal.entries())
+    assert [e.tx for e in entries] == [tx(i) for i in range(n)]
+    assert [e.unix_timestamp for e in entries] == list(range(n))
+    assert [e.state_hash for e in entries if e.state_hash] == [
+        f"hash-{i}" for i in range(0, n, 500)
+    ]
+    await journal.close()
