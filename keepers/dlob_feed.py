@@ -103,7 +103,7 @@ from dlob import (
     VammLevels,
 )
 from keepers.bus import topics
-from keepers.bus.client import Backoff, BusClient, BusClosed, Delivery
+from keepers.bus.client import Backoff, BusClient
 from keepers.bus.schemas import (
     IntentMessage,
     OracleMessage,
@@ -112,6 +112,7 @@ from keepers.bus.schemas import (
     OrderFields,
     SlotMessage,
 )
+from keepers.feed_writer import FeedWriter
 from protocol.keys import verify_signature
 from protocol.math.auction import has_valid_auction_params
 from protocol.signed_intent import OrderIntent
@@ -502,13 +503,17 @@ _EXPIRE = OrderAction.EXPIRE
 
 
 # --- the feed --------------------------------------------------------------------------------
-class DlobFeed:
+class DlobFeed(FeedWriter):
     """One DLOB kept from the bus; see the module docstring.
 
-    Lifecycle: build, :meth:`start` (subscribes and starts the writer), then start the bus
-    client (or have it running already); :meth:`close` stops the writer and snapshot loads but
-    leaves the bus to its owner. Use as ``async with DlobFeed(...)`` for start/close.
+    Lifecycle (:class:`~keepers.feed_writer.FeedWriter`): build, :meth:`start` (subscribes and
+    starts the writer), then start the bus client (or have it running already); :meth:`close`
+    stops the writer and snapshot loads but leaves the bus to its owner. Use as ``async with
+    DlobFeed(...)`` for start/close.
     """
+
+    writer_name = "dlob-feed-writer"
+    failed_error = FeedFailed
 
     def __init__(
         self,
@@ -529,14 +534,11 @@ class DlobFeed:
             raise ValueError("a DLOB feed needs at least one market to follow")
         if max_buffer < 1:
             raise ValueError("max_buffer must be >= 1")
-        self._bus = bus
+        super().__init__(bus, backoff=backoff, rng=rng, sleep=sleep)
         self._loader = loader
         self._cluster = cluster
         self._max_buffer = max_buffer
         self._snapshot_timeout = snapshot_timeout
-        self._backoff = backoff or Backoff(initial=0.05, maximum=5.0)
-        self._rng = rng or random.Random()  # noqa: S311 -- jitter, not cryptography
-        self._sleep = sleep
         self._verify = verify_intent_signatures
         self.stats = FeedStats()
         self._book = DLOB()
@@ -557,29 +559,18 @@ class DlobFeed:
         self._oracles: dict[str, OracleMessage] = {}
         self.slot = 0  # the node's slot, from SlotMessage (0 until one arrives)
         self.ts = 0
-        self._generation = 0
-        self._connect_generation = 0
         self._ready_snapshots: list[tuple[_MarketSync, int, OrdersSnapshotView]] = []
-        self._work = False  # something other than a delivery waits for the writer
-        self._wake: asyncio.Future[None] | None = None
-        self._changed: asyncio.Future[None] | None = None
         self._slot_changed: asyncio.Future[None] | None = None
         self._user_keys: dict[tuple[str, int], UserKey] = {}
         # intents: expiry heap and per-user index (for removal when the node places them)
         self._intent_expiry: list[tuple[int, int, UserKey, bytes]] = []
         self._intent_seq = 0
         self._intents_by_user: dict[UserKey, dict[bytes, tuple[MarketKey, int, int, int]]] = {}
-        self._writer: asyncio.Task[None] | None = None
-        self.failure: BaseException | None = None
-        self._closed = False
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> DlobFeed:
         await self.start()
         return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     def topic_filters(self) -> list[str]:
         """Every topic the feed subscribes to."""
@@ -592,50 +583,10 @@ class DlobFeed:
         filters.extend(topics.oracle(cluster, oracle_id) for oracle_id in self._oracle_markets)
         return filters
 
-    async def start(self) -> None:
-        if self._writer is not None:
-            raise RuntimeError("DlobFeed already started")
-        self._bus.add_connect_listener(self._on_connect)
-        await self._bus.subscribe(self.topic_filters())
-        if self._bus.generation > 0 and self._bus.is_connected:
-            # Already connected: the subscription just made is live, so a snapshot now
-            # includes everything it did not see.
-            self._on_connect(self._bus.generation)
-        self._writer = asyncio.create_task(self._write(), name="dlob-feed-writer")
-        self._writer.add_done_callback(self._writer_done)
+    def _background_tasks(self) -> list[asyncio.Task[None]]:
+        return [ms.task for ms in self._markets.values() if ms.task is not None]
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        tasks = [ms.task for ms in self._markets.values() if ms.task is not None]
-        if self._writer is not None:
-            tasks.append(self._writer)
-        for task in tasks:
-            task.cancel()
-        # A writer that failed has its error in ``failure`` already; nothing to raise here.
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._notify()
-        self._notify_slot()
-
-    async def join(self) -> None:
-        """Until the writer ends: returns once the bus client closed; :class:`FeedFailed` if
-        the writer stopped on an error."""
-        if self._writer is None:
-            raise RuntimeError("DlobFeed not started")
-        try:
-            await asyncio.shield(self._writer)
-        except asyncio.CancelledError:
-            if self._writer.cancelled() and not self._closed:
-                raise FeedFailed("the feed's writer was cancelled") from None
-            raise
-        except Exception as exc:
-            raise FeedFailed(repr(exc)) from exc
-
-    def _writer_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self.failure = task.exception()
-            _log.error("dlob feed writer failed", error=repr(self.failure))
+    def _wake_waiters(self) -> None:
         self._notify()
         self._notify_slot()
 
@@ -700,11 +651,6 @@ class DlobFeed:
     def buffered(self) -> int:
         return sum(len(ms.buffer) for ms in self._markets.values())
 
-    @property
-    def malformed(self) -> int:
-        """Payloads the bus client could not decode (counted and dead-lettered there)."""
-        return self._bus.stats.malformed_total
-
     def _sync(self, market_type: MarketType, market_index: int) -> _MarketSync:
         ms = self._markets.get((market_type, market_index))
         if ms is None:
@@ -714,14 +660,7 @@ class DlobFeed:
     async def wait_synced(self) -> None:
         """Until every market has loaded a snapshot and none is resyncing (bound it with
         ``asyncio.timeout``); :class:`FeedFailed` if the writer stopped on an error."""
-        while True:
-            if self.failure is not None:
-                raise FeedFailed(repr(self.failure)) from self.failure
-            if self.is_synced_all:
-                return
-            if self._closed:
-                raise FeedFailed("the feed was closed before it synced")
-            await self._changes()
+        await self._wait(lambda: self.is_synced_all, "the feed was closed before it synced")
 
     async def wait_for_market_seq(
         self, market_type: MarketType, market_index: int, market_seq: int
@@ -730,12 +669,10 @@ class DlobFeed:
         the writer has drained its queue or a sync state changes; bound it with
         ``asyncio.timeout``)."""
         ms = self._sync(market_type, market_index)
-        while ms.syncing or not ms.synced_once or ms.last < market_seq:
-            if self.failure is not None:
-                raise FeedFailed(repr(self.failure)) from self.failure
-            if self._closed:
-                raise FeedFailed("the feed was closed")
-            await self._changes()
+        await self._wait(
+            lambda: ms.synced_once and not ms.syncing and ms.last >= market_seq,
+            "the feed was closed",
+        )
 
     async def wait_for_slot(self, after: int) -> int:
         """Until the feed's slot is past ``after``; the slot."""
@@ -749,90 +686,23 @@ class DlobFeed:
             await asyncio.shield(self._slot_changed)
         return self.slot
 
-    def _changes(self) -> asyncio.Future[None]:
-        if self._changed is None:
-            self._changed = asyncio.get_running_loop().create_future()
-        return asyncio.shield(self._changed)
-
-    def _notify(self) -> None:
-        changed, self._changed = self._changed, None
-        if changed is not None and not changed.done():
-            changed.set_result(None)
-
     # --- the writer --------------------------------------------------------------------------
-    def _on_connect(self, generation: int) -> None:
-        """Bus listener, called after each (re)connect once subscriptions are sent."""
-        if generation > self._connect_generation:
-            self._connect_generation = generation
-            self._signal_work()
+    def _on_delivery(self, message: object) -> None:
+        if type(message) is OrderEvent:
+            self._on_order_event(message)
+        else:
+            self._on_other(message)
 
-    def _signal_work(self) -> None:
-        self._work = True
-        wake, self._wake = self._wake, None
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-
-    async def _write(self) -> None:
-        bus = self._bus
-        get_nowait = bus.get_nowait
-        on_order = self._on_order_event
-        try:
-            while True:
-                if self._work:
-                    self._do_work()
-                delivery = get_nowait()
-                if delivery is None:
-                    delivery = await self._next_delivery()
-                    if delivery is None:
-                        continue
-                if delivery.generation > self._generation:
-                    self._new_generation(delivery.generation)
-                message = delivery.message
-                if type(message) is OrderEvent:
-                    on_order(message)
-                else:
-                    self._on_other(message)
-        except BusClosed:
-            return
-
-    async def _next_delivery(self) -> Delivery | None:
-        """The next delivery, or ``None`` when woken for other work first."""
-        self._notify()  # the queue is drained: wake whoever waits for the book to catch up
-        wake = asyncio.get_running_loop().create_future()
-        self._wake = wake
-        get = asyncio.ensure_future(self._bus.get())
-        try:
-            await asyncio.wait((get, wake), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._wake = None
-            if not get.done():
-                get.cancel()
-                # The queue keeps an item a cancelled get() had been woken for.
-                try:
-                    await get
-                except asyncio.CancelledError:
-                    current = asyncio.current_task()
-                    if current is not None and current.cancelling():
-                        raise  # this task is being cancelled, not only ``get``
-        if get.cancelled():
-            return None
-        return get.result()
-
-    def _do_work(self) -> None:
-        self._work = False
-        if self._connect_generation > self._generation:
-            self._new_generation(self._connect_generation)
+    def _apply_ready(self) -> None:
         ready, self._ready_snapshots = self._ready_snapshots, []
         for ms, request, snapshot in ready:
             if request == ms.request and ms.syncing:
                 self._apply_snapshot(ms, snapshot)
 
-    def _new_generation(self, generation: int) -> None:
-        """A new connection: whatever was published while there was none is lost, so every
-        market reloads its snapshot."""
-        self._generation = max(generation, self._generation)
-        self._connect_generation = max(generation, self._connect_generation)
-        reason = _ResyncReason.START if generation == 1 else _ResyncReason.RECONNECT
+    def _on_new_connection(self, first: bool) -> None:
+        """Whatever was published while there was no connection is lost, so every market
+        reloads its snapshot."""
+        reason = _ResyncReason.START if first else _ResyncReason.RECONNECT
         for ms in self._markets.values():
             self._start_resync(ms, reason)
 
@@ -861,30 +731,19 @@ class DlobFeed:
 
     async def _load(self, ms: _MarketSync, request: int) -> None:
         market = ms.market
-        attempt = 0
-        while True:
-            try:
-                async with asyncio.timeout(self._snapshot_timeout):
-                    snapshot = await self._loader.orders_snapshot(
-                        market.market_type, market.market_index
-                    )
-            except Exception as exc:  # any loader failure is retried; logged with its cause
-                self.stats.snapshot_failures += 1
-                delay = self._backoff.delay(attempt, self._rng)
-                attempt += 1
-                _log.warning(
-                    "dlob snapshot load failed",
-                    market_type=market.market_type.name,
-                    market_index=market.market_index,
-                    attempt=attempt,
-                    retry_in_s=round(delay, 3),
-                    error=repr(exc),
-                )
-                await self._sleep(delay)
-                continue
-            self._ready_snapshots.append((ms, request, snapshot))
-            self._signal_work()
-            return
+        snapshot = await self._load_with_retry(
+            lambda: self._loader.orders_snapshot(market.market_type, market.market_index),
+            attempt_timeout=self._snapshot_timeout,
+            on_failure=self._count_snapshot_failure,
+            event="dlob snapshot load failed",
+            market_type=market.market_type.name,
+            market_index=market.market_index,
+        )
+        self._ready_snapshots.append((ms, request, snapshot))
+        self._signal_work()
+
+    def _count_snapshot_failure(self) -> None:
+        self.stats.snapshot_failures += 1
 
     def _apply_snapshot(self, ms: _MarketSync, snapshot: OrdersSnapshotView) -> None:
         book = self._book

@@ -56,8 +56,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from keepers.bus import topics
-from keepers.bus.client import Backoff, BusClient, BusClosed, Delivery
+from keepers.bus.client import Backoff, BusClient
 from keepers.bus.schemas import UsersMessage
+from keepers.feed_writer import FeedWriter
 from protocol.state.user import User, UserKey
 
 __all__ = [
@@ -186,13 +187,17 @@ class UserCursor:
         self._dirty.clear()
 
 
-class UserFeed:
+class UserFeed(FeedWriter):
     """Every user account from the node; see the module docstring.
 
-    Lifecycle: build, :meth:`start` (subscribes and starts the writer), then start the bus
-    client (or have it running already); :meth:`close` stops the writer and loads, leaving the
-    bus to its owner. ``async with UserFeed(...)`` does both.
+    Lifecycle (:class:`~keepers.feed_writer.FeedWriter`): build, :meth:`start` (subscribes and
+    starts the writer), then start the bus client (or have it running already); :meth:`close`
+    stops the writer and loads, leaving the bus to its owner. ``async with UserFeed(...)`` does
+    both.
     """
+
+    writer_name = "user-feed-writer"
+    failed_error = UserFeedFailed
 
     def __init__(
         self,
@@ -209,15 +214,12 @@ class UserFeed:
     ) -> None:
         if page_size < 1 or max_buffer < 1:
             raise ValueError("page_size and max_buffer must be at least 1")
-        self._bus = bus
+        super().__init__(bus, backoff=backoff, rng=rng, sleep=sleep)
         self._loader = loader
         self._topic = topics.users(cluster)
         self._page_size = page_size
         self._max_buffer = max_buffer
         self._load_timeout = load_timeout
-        self._backoff = backoff or Backoff(initial=0.05, maximum=5.0)
-        self._rng = rng or random.Random()  # noqa: S311 -- jitter, not cryptography
-        self._sleep = sleep
         self.stats = UserFeedStats()
         self._users: dict[UserKey, User] = {}
         self._cursors: weakref.WeakSet[UserCursor] = weakref.WeakSet()
@@ -232,55 +234,21 @@ class UserFeed:
         self._request = 0
         self._load_task: asyncio.Task[None] | None = None
         self._ready: tuple[int, _Snapshot] | None = None
-        self._generation = 0
-        self._connect_generation = 0
-        self._work = False
-        self._wake: asyncio.Future[None] | None = None
-        self._changed: asyncio.Future[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self.failure: BaseException | None = None
-        self._closed = False
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> UserFeed:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     @property
     def topic(self) -> str:
         return self._topic
 
-    async def start(self) -> None:
-        if self._writer is not None:
-            raise RuntimeError("UserFeed already started")
-        self._bus.add_connect_listener(self._on_connect)
-        await self._bus.subscribe([self._topic])
-        if self._bus.generation > 0 and self._bus.is_connected:
-            # already connected: the subscription just made is live, so pages read now hold
-            # everything it did not see
-            self._on_connect(self._bus.generation)
-        self._writer = asyncio.create_task(self._write(), name="user-feed-writer")
-        self._writer.add_done_callback(self._writer_done)
+    def topic_filters(self) -> list[str]:
+        return [self._topic]
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        tasks = [t for t in (self._load_task, self._writer) if t is not None]
-        for task in tasks:
-            task.cancel()
-        # a writer that failed has its error in ``failure`` already
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._notify()
-
-    def _writer_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self.failure = task.exception()
-            _log.error("user feed writer failed", error=repr(self.failure))
-        self._notify()
+    def _background_tasks(self) -> list[asyncio.Task[None]]:
+        return [self._load_task] if self._load_task is not None else []
 
     # --- reading -----------------------------------------------------------------------------
     def cursor(self) -> UserCursor:
@@ -305,11 +273,6 @@ class UserFeed:
     def buffered(self) -> int:
         return len(self._buffer)
 
-    @property
-    def malformed(self) -> int:
-        """Payloads the bus client could not decode (counted and dead-lettered there)."""
-        return self._bus.stats.malformed_total
-
     async def wait_synced(self) -> None:
         """Until in sync (bound it with ``asyncio.timeout``); :class:`UserFeedFailed` if the
         writer stopped."""
@@ -318,90 +281,23 @@ class UserFeed:
     async def wait_until(self, predicate: Callable[[UserFeed], bool]) -> None:
         """Until ``predicate(feed)`` holds, checked whenever the writer has drained its queue or
         a sync state changes (bound it with ``asyncio.timeout``)."""
-        while not predicate(self):
-            if self.failure is not None:
-                raise UserFeedFailed(repr(self.failure)) from self.failure
-            if self._closed:
-                raise UserFeedFailed("the feed was closed")
-            if self._changed is None:
-                self._changed = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._changed)
-
-    def _notify(self) -> None:
-        changed, self._changed = self._changed, None
-        if changed is not None and not changed.done():
-            changed.set_result(None)
+        await self._wait(lambda: predicate(self), "the feed was closed")
 
     # --- the writer --------------------------------------------------------------------------
-    def _on_connect(self, generation: int) -> None:
-        """Bus listener, called after each (re)connect once subscriptions are sent."""
-        if generation > self._connect_generation:
-            self._connect_generation = generation
-            self._signal_work()
+    def _on_delivery(self, message: object) -> None:
+        if type(message) is UsersMessage:
+            self._on_message(message)
+        else:
+            self.stats.ignored += 1
 
-    def _signal_work(self) -> None:
-        self._work = True
-        wake, self._wake = self._wake, None
-        if wake is not None and not wake.done():
-            wake.set_result(None)
-
-    async def _write(self) -> None:
-        bus = self._bus
-        try:
-            while True:
-                if self._work:
-                    self._do_work()
-                delivery = bus.get_nowait()
-                if delivery is None:
-                    delivery = await self._next_delivery()
-                    if delivery is None:
-                        continue
-                if delivery.generation > self._generation:
-                    self._new_generation(delivery.generation)
-                message = delivery.message
-                if type(message) is UsersMessage:
-                    self._on_message(message)
-                else:
-                    self.stats.ignored += 1
-        except BusClosed:
-            return
-
-    async def _next_delivery(self) -> Delivery | None:
-        """The next delivery, or ``None`` when woken for other work first."""
-        self._notify()  # the queue is drained: wake whoever waits for the feed to catch up
-        wake = asyncio.get_running_loop().create_future()
-        self._wake = wake
-        get = asyncio.ensure_future(self._bus.get())
-        try:
-            await asyncio.wait((get, wake), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._wake = None
-            if not get.done():
-                get.cancel()
-                # the queue keeps an item a cancelled get() had been woken for
-                try:
-                    await get
-                except asyncio.CancelledError:
-                    current = asyncio.current_task()
-                    if current is not None and current.cancelling():
-                        raise  # this task is being cancelled, not only ``get``
-        if get.cancelled():
-            return None
-        return get.result()
-
-    def _do_work(self) -> None:
-        self._work = False
-        if self._connect_generation > self._generation:
-            self._new_generation(self._connect_generation)
+    def _apply_ready(self) -> None:
         ready, self._ready = self._ready, None
         if ready is not None and ready[0] == self._request and self._syncing:
             self._apply_snapshot(ready[1])
 
-    def _new_generation(self, generation: int) -> None:
-        """A new connection: what was published while there was none is lost."""
-        self._generation = max(generation, self._generation)
-        self._connect_generation = max(generation, self._connect_generation)
-        self._start_resync(_Reason.START if generation == 1 else _Reason.RECONNECT)
+    def _on_new_connection(self, first: bool) -> None:
+        """Whatever was published while there was no connection is lost: reload."""
+        self._start_resync(_Reason.START if first else _Reason.RECONNECT)
 
     def _start_resync(self, reason: _Reason) -> None:
         self.stats.resyncs += 1
@@ -423,28 +319,24 @@ class UserFeed:
 
     # --- loading -----------------------------------------------------------------------------
     async def _load(self, request: int) -> None:
-        attempt = 0
+        snapshot = await self._load_with_retry(
+            self._read_consistent_pages,
+            attempt_timeout=self._load_timeout,
+            on_failure=self._count_load_failure,
+            event="user feed load failed",
+        )
+        self._ready = (request, snapshot)
+        self._signal_work()
+
+    def _count_load_failure(self) -> None:
+        self.stats.snapshot_failures += 1
+
+    async def _read_consistent_pages(self) -> _Snapshot:
         while True:
             try:
-                async with asyncio.timeout(self._load_timeout):
-                    snapshot = await self._read_pages()
+                return await self._read_pages()
             except _PagesMoved:
                 continue  # the node restarted while its pages were read: read them again
-            except Exception as exc:  # any loader failure is retried; logged with its cause
-                self.stats.snapshot_failures += 1
-                delay = self._backoff.delay(attempt, self._rng)
-                attempt += 1
-                _log.warning(
-                    "user feed load failed",
-                    attempt=attempt,
-                    retry_in_s=round(delay, 3),
-                    error=repr(exc),
-                )
-                await self._sleep(delay)
-                continue
-            self._ready = (request, snapshot)
-            self._signal_work()
-            return
 
     async def _read_pages(self) -> _Snapshot:
         users: dict[UserKey, User] = {}
