@@ -707,6 +707,20 @@ def calculate_perp_position_value_and_pnl(
     else:
         quote_price = strict_quote_price.current
 
+    weighted_unrealized_pnl = _weighted_unrealized_pnl(
+        total_unrealized_pnl, unrealized_asset_weight, quote_price, margin_requirement_type
+    )
+    return margin_requirement, weighted_unrealized_pnl, worst_case_value, base_asset_value
+
+
+def _weighted_unrealized_pnl(
+    total_unrealized_pnl: int,
+    unrealized_asset_weight: int,
+    quote_price: int,
+    margin_requirement_type: MarginRequirementType,
+) -> int:
+    """The tail of ``calculate_perp_position_value_and_pnl``: the PnL weighted and priced in
+    the quote asset, capped for the initial requirement."""
     weighted_unrealized_pnl = total_unrealized_pnl
     if unrealized_asset_weight != SPOT_WEIGHT_PRECISION:
         weighted_unrealized_pnl = div_trunc(
@@ -717,8 +731,7 @@ def calculate_perp_position_value_and_pnl(
     if margin_requirement_type == MarginRequirementType.Initial:
         # guard against a dangerously configured market lending against paper gains
         weighted_unrealized_pnl = min(weighted_unrealized_pnl, MAX_POSITIVE_UPNL_FOR_INITIAL_MARGIN)
-
-    return margin_requirement, weighted_unrealized_pnl, worst_case_value, base_asset_value
+    return weighted_unrealized_pnl
 
 
 def _perp_position_value_and_pnl_without_orders(
@@ -805,16 +818,9 @@ def _perp_position_value_and_pnl_without_orders(
     elif total_unrealized_pnl < 0:
         quote_price = quote_price_max
 
-    weighted_unrealized_pnl = total_unrealized_pnl
-    if unrealized_asset_weight != SPOT_WEIGHT_PRECISION:
-        weighted_unrealized_pnl = div_trunc(
-            weighted_unrealized_pnl * unrealized_asset_weight, SPOT_WEIGHT_PRECISION
-        )
-    if quote_price != PRICE_PRECISION:
-        weighted_unrealized_pnl = div_trunc(weighted_unrealized_pnl * quote_price, PRICE_PRECISION)
-    if margin_requirement_type == MarginRequirementType.Initial:
-        weighted_unrealized_pnl = min(weighted_unrealized_pnl, MAX_POSITIVE_UPNL_FOR_INITIAL_MARGIN)
-
+    weighted_unrealized_pnl = _weighted_unrealized_pnl(
+        total_unrealized_pnl, unrealized_asset_weight, quote_price, margin_requirement_type
+    )
     return margin_requirement, weighted_unrealized_pnl, liability_value
 
 
