@@ -336,6 +336,7 @@ def node_config_from(node_config_type: Any, config: KeepersConfig) -> Any:
         "transport": config.bus.transport,
         "max_queue": node.max_queue,
         "verify_workers": node.verify_workers,
+        "verifier": node.verifier,
     }
     if node.genesis_ts is not None:
         values["genesis_ts"] = node.genesis_ts

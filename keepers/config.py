@@ -10,7 +10,7 @@ File layout (every table and key optional; defaults below)::
 
     [node]        url, host, port, journal, slot_ms, request_timeout_s, admin,
                   oracle_authority, genesis_prices, genesis_slot, genesis_ts, snapshot_every,
-                  checkpoint_every, max_queue, verify_workers
+                  checkpoint_every, max_queue, verify_workers, verifier
     [bus]         url ("embedded" or mqtt://host:port), transport, cluster, queue_size,
                   embedded_port
     [keys]        <name> = "<keypair file path>"   (free names; bots pick one by name)
@@ -102,6 +102,9 @@ class NodeSection:
     checkpoint_every: int = field(default=1_000, metadata=_check(minimum=1))
     max_queue: int = field(default=10_000, metadata=_check(minimum=1))
     verify_workers: int = field(default=0, metadata=_check(minimum=0))
+    # "process": signatures checked in worker processes, beside the node's loop (the default);
+    # "thread": worker threads, which contend with the loop for the GIL
+    verifier: str = field(default="process", metadata=_check(choices=("process", "thread")))
 
     def validate(self, path: str) -> None:
         if not self.url.startswith(("http://", "https://")):

@@ -1053,6 +1053,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpoint-every", type=int, default=1_000)
     parser.add_argument("--max-queue", type=int, default=10_000)
     parser.add_argument("--verify-workers", type=int, default=0, help="0: one per core but one")
+    parser.add_argument(
+        "--verifier",
+        choices=("process", "thread"),
+        default="process",
+        help="verify signatures in worker processes (default) or threads",
+    )
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
 
@@ -1088,6 +1094,7 @@ def _config_from_args(args: argparse.Namespace) -> NodeConfig:
         transport=args.transport,
         max_queue=args.max_queue,
         verify_workers=args.verify_workers,
+        verifier=args.verifier,
     )
 
 

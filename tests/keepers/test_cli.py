@@ -164,6 +164,7 @@ def test_node_config_is_built_from_ours(tmp_path: Path) -> None:
                 'journal = "/var/lib/keepers/journal.sqlite"',
                 f'oracle_authority = "{"ab" * 32}"',
                 "genesis_ts = 1234",
+                'verifier = "thread"',
                 "[node.genesis_prices]",
                 '"SOL/USD" = 150000000',
                 "[bus]",
@@ -182,6 +183,7 @@ def test_node_config_is_built_from_ours(tmp_path: Path) -> None:
     assert built.admin == bytes(32)
     assert dict(built.genesis_prices) == {"SOL/USD": 150_000_000}
     assert built.genesis_ts == 1234
+    assert built.verifier == "thread"
     embedded = cli.node_config_from(NodeConfig, load_config(env={}))
     assert embedded.broker_url == "mqtt://127.0.0.1:1883"  # the broker `keepers node` starts
     config = load_config(env={})

@@ -205,6 +205,7 @@ def test_values_are_validated(tmp_path: Path) -> None:
     assert error_of(tmp_path, '[bus]\ntransport = "zmq"\n').path == "bus.transport"
     assert error_of(tmp_path, '[node]\nurl = "node:1"\n').path == "node.url"
     assert error_of(tmp_path, "[node]\nport = -1\n").path == "node.port"
+    assert error_of(tmp_path, '[node]\nverifier = "gpu"\n').path == "node.verifier"
     assert error_of(tmp_path, '[runtime]\nlog_level = "loud"\n').path == "runtime.log_level"
     assert error_of(tmp_path, "[bots.x]\nsub_accounts = [70000]\n").path == "bots.x.sub_accounts[0]"
     assert error_of(tmp_path, '[bots.x]\nentry = "no colon"\n').path == "bots.x.entry"
