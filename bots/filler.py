@@ -223,6 +223,7 @@ class Filler:
         self.attempts: dict[str, FillAttempt] = {}
         self.intents = IntentCache()
         self._ids = itertools.count(1)
+        self._pruned_slot = -1
 
     # --- deciding ----------------------------------------------------------------------------
     def decide(self, view: View) -> list[Action]:
@@ -349,6 +350,11 @@ class Filler:
         )
 
     def _prune(self, slot: int) -> None:
+        # Everything here ends at a slot: nothing more ends until the slot moves, so the
+        # scans (hundreds of cached intents) run once per slot, not once per tick.
+        if slot == self._pruned_slot:
+            return
+        self._pruned_slot = slot
         self.tried.prune(slot)
         self.gone.prune(slot)
         self.throttled_users.prune(slot)

@@ -15,21 +15,30 @@ A transaction's path
    422 ``MalformedTransaction`` naming the field, like every other rejection.
 2. **Verification** in worker processes (:class:`keepers.verify_pool.ProcessVerifyPool`), in
    batches, beside the loop, verdicts in admission order; a bad signature is a 422
-   ``InvalidSignature``. The sequencer never checks a signature.
+   ``InvalidSignature``. A transaction that finds the pool idle is checked on the loop instead
+   (the hand-off to a sleeping worker costs more than the check). The sequencer never checks
+   a signature.
 3. **Sequencing**: one task, :meth:`Node._sequence`, takes verified transactions in order and
    runs each through :meth:`keepers.ledger.Ledger.execute_reserved` at the slot clock's current
    :class:`~protocol.clock.Clock` (freshness and replay are checked there, against the state at
-   execution). It never waits for the disk: the journal commits groups on its writer thread
-   while the sequencer executes the next transactions. The order-event counters advance here,
-   in execution order, so an order snapshot (read on the same loop) always matches them.
+   execution). Under load it never waits for the disk: the journal commits groups on its
+   writer thread while the sequencer executes the next transactions. When its queue runs
+   empty it starts the commit of what it executed at once
+   (:meth:`keepers.journal.Journal.flush`); a lone transaction after a quiet spell is
+   committed right there, on the loop (see :mod:`keepers.journal`). The order-event
+   counters advance here, in execution order, so an order snapshot (read on the same loop)
+   always matches them.
 4. **Acknowledgement**: after each group commit the journal calls :meth:`Node._on_commit`
-   once with the last durable index; it answers every request up to it (200 with the
-   records) and queues their bus messages, in journal order, so publishing is in commit
-   order. (One call per commit, not a callback per entry: under load a commit holds
-   hundreds of entries.)
+   once with the last durable index; for every request up to it, in journal order, it hands
+   the bus messages to the publisher, which writes them to the broker connection at once
+   (:mod:`keepers.node_publisher`), then answers the request (200 with the records). So
+   publishing is in commit order, and a subscriber waiting for a fill never waits for the
+   HTTP answer to be written first. (One call per commit, not a callback per entry: under
+   load a commit holds hundreds of entries.)
 
 Nothing on this path blocks the loop for long: the sequencer yields every
-``SEQUENCER_SLICE`` transactions so HTTP, the slot clock and the publisher keep running.
+``SEQUENCER_SLICE`` transactions so HTTP, the slot clock and the publisher keep running (the
+idle commit holds it for one fsync, when nothing else is waiting).
 
 The slot clock (:mod:`keepers.clock`) ticks every ``slot_ms``; each tick publishes the
 retained slot message. Oracle prices change only through ``UpdateOracle`` transactions signed
@@ -641,9 +650,12 @@ class Node:
         events = self.events
         publishing = self._publisher is not None
         unacked = self._unacked
+        execute_seconds = self.metrics.execute_seconds
+        journal = ledger.journal
         executed = 0
         while True:
             if not queue:
+                journal.flush()  # the burst is over: commit it now, not a loop turn later
                 wake.clear()
                 await wake.wait()
                 continue
@@ -653,6 +665,7 @@ class Node:
                     ledger.journal.release_reservation()
                     continue
             submission = queue.popleft()
+            started = time.perf_counter()
             try:
                 pending = ledger.execute_reserved(
                     submission.raw, clock.now, verified=submission.verified
@@ -670,6 +683,7 @@ class Node:
             else:
                 built = events.build(pending.executed, publish=publishing)
                 unacked.append((pending.index, submission, pending.executed, built))
+            execute_seconds.observe(time.perf_counter() - started)
             executed += 1
             if executed % SEQUENCER_SLICE == 0:
                 await asyncio.sleep(0)

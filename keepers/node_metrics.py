@@ -3,13 +3,14 @@
 Counted on the hot path: accepted transactions (one ``inc`` per group commit, by the number
 it made durable), rejected ones (by error-code name: ``MalformedTransaction``,
 ``InvalidSignature``, ``DuplicateTransaction`` ...), simulations by outcome, requests refused
-for backpressure, unexpected errors, and the time from a request's arrival to its answer (a
-:class:`LatencyHistogram`: a bucket count and a sum per answer, no lock, rendered as a
-Prometheus histogram at scrape time; ``prometheus_client``'s own costs a few microseconds an
-observation, which at thousands of answers a second is worth saving). Read at scrape time
-from the objects that own them (no per-event cost): the pipeline's depth, the slot, the
-journal's group commits (:class:`~keepers.journal.JournalMetrics`: commits, entries, a batch
-size histogram, time inside SQLite) and the publisher's queue, drops and lag.
+for backpressure, unexpected errors, the time from a request's arrival to its answer and the
+sequencer's time per transaction (each a :class:`LatencyHistogram`: a bucket count and a sum
+per observation, no lock, rendered as a Prometheus histogram at scrape time;
+``prometheus_client``'s own costs a few microseconds an observation, which at thousands of
+answers a second is worth saving). Read at scrape time from the objects that own them (no
+per-event cost): the pipeline's depth, the slot, the journal's group commits
+(:class:`~keepers.journal.JournalMetrics`: commits, entries, those written on the loop when
+idle, a batch size histogram, time inside SQLite) and the publisher's queue, drops and lag.
 
 Every name starts with ``keepers_node_``; Prometheus adds ``_total`` to counters.
 """
@@ -27,12 +28,15 @@ from prometheus_client.registry import Collector
 
 from keepers.journal import JournalMetrics
 
-__all__ = ["BATCH_BUCKETS", "LatencyHistogram", "NodeMetrics", "PublisherStats"]
+__all__ = ["BATCH_BUCKETS", "EXECUTE_BUCKETS", "LatencyHistogram", "NodeMetrics", "PublisherStats"]
 
 LATENCY_BUCKETS: Final = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+EXECUTE_BUCKETS: Final = (
+    0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05,
+)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -42,7 +46,7 @@ class PublisherStats:
     queued: int = 0
     published: int = 0
     dropped: int = 0  # held past the bound while the broker was away or slow
-    failures: int = 0  # publish rounds that failed (the batch is retried)
+    failures: int = 0  # losses met with messages unacknowledged (they are sent again)
     depth: int = 0
 
 
@@ -107,6 +111,12 @@ class NodeMetrics:
             LATENCY_BUCKETS,
         )
         r.register(self.tx_seconds)
+        self.execute_seconds = LatencyHistogram(
+            "keepers_node_execute_seconds",
+            "Sequencer time per transaction: its execution and, if accepted, its bus messages",
+            EXECUTE_BUCKETS,
+        )
+        r.register(self.execute_seconds)
         self.publish_lag = Histogram(
             "keepers_node_publish_lag_seconds",
             "From a message's commit (durable) to the broker's acknowledgement",
@@ -167,6 +177,11 @@ class _NodeCollector(Collector):
         )
         yield CounterMetricFamily(
             "keepers_node_journal_entries", "Journal entries committed", journal.entries
+        )
+        yield CounterMetricFamily(
+            "keepers_node_journal_idle_inline",
+            "Commits of a lone entry after a quiet spell, written on the loop, not the thread",
+            journal.idle_inline,
         )
         yield CounterMetricFamily(
             "keepers_node_journal_commit_seconds",

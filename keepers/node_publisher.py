@@ -16,13 +16,18 @@ The counters are a function of the journal alone: :meth:`EventBuilder.observe` c
 executed transaction without building anything, which is how a restart restores them by
 re-executing the journal's entries (see :func:`keepers.node.restore_market_seqs`).
 
-:class:`Publisher` sends them, QoS 1, in commit order, from one task. It never blocks its
-callers: :meth:`Publisher.publish` appends to a bounded queue and returns. The task takes up to
-``batch`` messages at a time, issues them together (the transport keeps their order on the
-connection) and waits for every PUBACK before the next batch. When the broker is unreachable
-or a publish fails, the batch goes back to the front of the queue and waits for the bus
-client to reconnect; messages may then reach the broker twice (QoS 1 is at least once;
-subscribers drop what they have by sequence number).
+:class:`Publisher` sends them, QoS 1, in commit order. It never blocks its callers:
+:meth:`Publisher.publish` appends to a bounded queue and, while connected, writes straight
+through to the connection (:meth:`~keepers.bus.client.BusClient.publish_raw_nowait`) as long
+as fewer than ``window`` messages await their PUBACK. No task hop and no task per message: a
+commit's messages are on the wire before the node answers the requests it holds
+(:meth:`keepers.node.Node._on_commit` publishes first), so a subscriber waiting for a fill does
+not also wait for the HTTP answer to be written (on loopback that write wakes the client,
+which can take the CPU from the node for a fraction of a millisecond). One task,
+:meth:`Publisher.run`, takes the PUBACKs in order and refills the window. When the broker is
+unreachable or a publish fails, everything written and not acknowledged goes back to the
+front of the queue and waits for the bus client to reconnect; messages may then reach the
+broker twice (QoS 1 is at least once; subscribers drop what they have by sequence number).
 
 At the bound (``max_pending`` messages held, e.g. a long broker outage), the *oldest* message is
 dropped for each new one and counted (``dropped``); subscribers see the gap in ``market_seq`` /
@@ -196,30 +201,35 @@ class EventBuilder:
 
 
 class Publisher:
-    """The bounded, ordered outgoing queue and the task that drains it (module docstring)."""
+    """The bounded, ordered outgoing queue, written through to the connection (module
+    docstring)."""
 
     def __init__(
         self,
         bus: BusClient,
         *,
         max_pending: int = 100_000,
-        batch: int = 256,
+        window: int = 256,
         observe_lag: Callable[[float], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         retry_delay: float = 0.05,
     ) -> None:
-        if max_pending < 1 or batch < 1:
-            raise ValueError("max_pending and batch must be at least 1")
+        if max_pending < 1 or window < 1:
+            raise ValueError("max_pending and window must be at least 1")
         self.stats = PublisherStats()
         self._bus = bus
         self._max_pending = max_pending
-        self._batch = batch
+        self._window = window
         self._observe_lag = observe_lag
         self._monotonic = monotonic
         self._retry_delay = retry_delay
-        self._queue: deque[Outgoing] = deque()
+        self._queue: deque[Outgoing] = deque()  # not written yet
         self._retained: dict[str, Outgoing] = {}  # topic -> its latest message
         self._refresh: dict[str, None] = {}  # retained topics to (re)send, in order
+        self._unacked: deque[tuple[Outgoing, asyncio.Future[None]]] = deque()  # written
+        self._epoch = 0  # moves whenever the unacknowledged are taken back to be sent again
+        self._held = False  # a write or an acknowledgement failed: wait for the connection
+        self._failure: BaseException | None = None  # a bug met while writing, for run()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -228,10 +238,17 @@ class Publisher:
 
     @property
     def depth(self) -> int:
+        """Messages not written yet (queued, and retained values to send again)."""
         return len(self._queue) + len(self._refresh)
 
+    @property
+    def unacknowledged(self) -> int:
+        """Messages written whose PUBACK has not come yet."""
+        return len(self._unacked)
+
     def publish(self, items: Iterable[Outgoing]) -> None:
-        """Queue ``items`` (in commit order); never waits. Drops the oldest past the bound."""
+        """Queue ``items`` (in commit order) and write what the window has room for; never
+        waits. Drops the oldest past the bound."""
         now = self._monotonic()
         queue = self._queue
         stats = self.stats
@@ -243,20 +260,47 @@ class Publisher:
             stats.queued += 1
             if len(queue) > self._max_pending:
                 self._drop_oldest()
-        stats.depth = self.depth
-        self._signal()
+        self._write()
 
     def publish_retained(self, item: Outgoing) -> None:
-        """Remember ``item`` as its topic's latest value and send it soon (not queued)."""
+        """Remember ``item`` as its topic's latest value and send it now (not queued: a value
+        replaced before it could be sent is never sent)."""
         item.committed_at = self._monotonic()
         self._retained[item.topic] = item
         self._refresh[item.topic] = None
-        self.stats.depth = self.depth
-        self._signal()
+        self._write()
 
-    def _signal(self) -> None:
+    def _write(self) -> None:
+        """Write what waits, in order (retained values to refresh first), while fewer than
+        ``window`` messages await their PUBACK, unless the connection is down."""
         self._idle.clear()
         self._wake.set()
+        unacked = self._unacked
+        if self._held or self._failure is not None or not self._bus.is_connected:
+            self.stats.depth = self.depth
+            return
+        send = self._bus.publish_raw_nowait
+        queue = self._queue
+        refresh = self._refresh
+        while (refresh or queue) and len(unacked) < self._window:
+            if refresh:
+                topic = next(iter(refresh))
+                del refresh[topic]
+                item = self._retained[topic]
+            else:
+                item = queue.popleft()
+            try:
+                ack = send(item.topic, item.payload, qos=1, retain=item.retain)
+            except TransportError:
+                self._put_back([item])
+                self._held = True
+                break
+            except Exception as exc:  # a bug (e.g. a bad topic): run() raises it
+                self._put_back([item])
+                self._failure = exc
+                break
+            unacked.append((item, ack))
+        self.stats.depth = self.depth
 
     def _drop_oldest(self) -> None:
         dropped = self._queue.popleft()
@@ -274,39 +318,70 @@ class Publisher:
             )
 
     def _on_connect(self, generation: int) -> None:
+        # What the old connection did not acknowledge goes again, first; then every retained
+        # value (a broker without persistence forgot them if it restarted).
+        self._take_back()
         for topic in self._retained:
             self._refresh[topic] = None
-        self._signal()
+        self._held = False
+        self._write()
+
+    def _take_back(self) -> None:
+        """Every written, unacknowledged message back to the front of the line, in order."""
+        if not self._unacked:
+            return
+        self._epoch += 1
+        unsent = []
+        for item, ack in self._unacked:
+            unsent.append(item)
+            ack.add_done_callback(_retrieve)  # failed with the connection; no one awaits it
+        self._unacked.clear()
+        self._put_back(unsent)
 
     async def wait_idle(self) -> None:
         """Until everything queued so far was acknowledged (bound it with a timeout)."""
         await self._idle.wait()
 
     async def run(self) -> None:
-        """Publish until cancelled."""
+        """Take the acknowledgements in order, and send again after a loss, until cancelled."""
+        unacked = self._unacked
         while True:
-            if not self._queue and not self._refresh:
-                self._idle.set()
-                self._wake.clear()
-                await self._wake.wait()
+            if self._failure is not None:
+                raise self._failure
+            if not unacked:
+                if not self._queue and not self._refresh:
+                    self._idle.set()
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                # something waits and nothing is in flight: the connection is (or was) down
+                await self._bus.wait_connected()
+                self._held = False
+                self._write()
+                if not unacked:
+                    await asyncio.sleep(self._retry_delay)
                 continue
-            await self._bus.wait_connected()
-            batch = self._take()
-            sent = await self._send(batch)
-            if sent < len(batch):
-                self._put_back(batch[sent:])
+            item, ack = unacked[0]
+            epoch = self._epoch
+            try:
+                await ack
+            except TransportError:
+                if epoch != self._epoch:
+                    continue  # a reconnect took it back already
+                self._take_back()
+                self._held = True
                 self.stats.failures += 1
                 # the bus client notices the loss and reconnects; wait_connected() waits for it
                 await asyncio.sleep(self._retry_delay)
-            self.stats.depth = self.depth
-
-    def _take(self) -> list[Outgoing]:
-        batch = [self._retained[topic] for topic in self._refresh]
-        self._refresh.clear()
-        queue = self._queue
-        for _ in range(min(self._batch, len(queue))):
-            batch.append(queue.popleft())
-        return batch
+                continue
+            if epoch != self._epoch:
+                continue  # taken back meanwhile: it is sent again
+            unacked.popleft()
+            self.stats.published += 1
+            if self._observe_lag is not None:
+                self._observe_lag(self._monotonic() - item.committed_at)
+            if self._queue or self._refresh:
+                self._write()
 
     def _put_back(self, unsent: list[Outgoing]) -> None:
         queued = [item for item in unsent if item is not self._retained.get(item.topic)]
@@ -317,24 +392,8 @@ class Publisher:
         while len(self._queue) > self._max_pending:
             self._drop_oldest()
 
-    async def _send(self, batch: list[Outgoing]) -> int:
-        """Publish ``batch`` together; how many from the start were acknowledged."""
-        bus = self._bus
-        results = await asyncio.gather(
-            *(bus.publish_raw(o.topic, o.payload, qos=1, retain=o.retain) for o in batch),
-            return_exceptions=True,
-        )
-        now = self._monotonic()
-        sent = 0
-        for result in results:
-            if isinstance(result, BaseException):
-                if not isinstance(result, TransportError):
-                    raise result
-                break
-            sent += 1
-        self.stats.published += sent
-        observe = self._observe_lag
-        if observe is not None:
-            for item in batch[:sent]:
-                observe(now - item.committed_at)
-        return sent
+
+def _retrieve(ack: asyncio.Future[None]) -> None:
+    """Mark a dropped acknowledgement's outcome as seen (asyncio logs unseen exceptions)."""
+    if not ack.cancelled():
+        ack.exception()

@@ -1,8 +1,13 @@
 """NodeClient: the node's HTTP API from Python (the client side of :mod:`keepers.node`).
 
-One :class:`aiohttp.ClientSession` with a connection pool; aiohttp sets TCP_NODELAY on every
-connection it opens (``aiohttp.tcp_helpers.tcp_nodelay``, called when a connection is made; a
-test reads it back), so small requests are not held back by Nagle's algorithm.
+Reads go through one :class:`aiohttp.ClientSession` with a connection pool; it keeps no
+cookies (the node sets none, and aiohttp's cookie jar cost ~80 us of CPU per request, more
+than a third of a small request's client-side cost). Transactions (``POST /v1/tx``,
+``/v1/txs``, ``/v1/simulate``) go through a :class:`~keepers.http11.KeepAlivePoster` of the
+client's own, which writes a request to its keep-alive connection in one call: the step every
+keeper's latency waits on (see :mod:`keepers.http11` for the figures). Both set TCP_NODELAY on
+every connection they open (aiohttp through ``aiohttp.tcp_helpers.tcp_nodelay``, asyncio for
+the poster; tests read it back), so small requests are not held back by Nagle's algorithm.
 
 Failures, by kind:
 
@@ -34,7 +39,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import msgspec
@@ -42,6 +47,7 @@ import msgspec
 from keepers.accounts_json import AccountDecodeError, from_builtins
 from keepers.bus.client import Backoff
 from keepers.bus.schemas import OrderEvent, RecordMessage, record_from_message
+from keepers.http11 import KeepAlivePoster, MalformedAnswer
 from keepers.tx_batch import join_batch
 from protocol.clock import Clock
 from protocol.error_codes import ErrorCode
@@ -149,6 +155,27 @@ class TxResult:
         return [record_from_message(r) for r in self.records]
 
 
+# A transaction sent again after these is safe: the node executes an id at most once.
+_POST_TRANSIENT: Final = (OSError, asyncio.IncompleteReadError)
+
+
+def _poster_for(
+    base_url: str, max_connections: int, connect_timeout: float | None
+) -> KeepAlivePoster | None:
+    """The keep-alive poster for an ``http://host:port[/prefix]`` node URL (``None`` for any
+    other scheme: aiohttp sends those POSTs too)."""
+    parts = urlsplit(base_url)
+    if parts.scheme != "http" or parts.hostname is None:
+        return None
+    return KeepAlivePoster(
+        parts.hostname,
+        parts.port or 80,
+        base_path=parts.path,
+        max_connections=max_connections,
+        connect_timeout=connect_timeout,
+    )
+
+
 def _tx_result(parsed: _TxBody, attempts: int) -> TxResult:
     return TxResult(
         ok=parsed.ok,
@@ -227,6 +254,7 @@ class NodeClient:
         self._sleep = sleep
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._poster = _poster_for(self.base_url, max_connections, timeout.connect)
 
     async def __aenter__(self) -> NodeClient:
         self.session  # noqa: B018 -- opens the session inside the running loop
@@ -244,13 +272,17 @@ class NodeClient:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._max_connections)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, cookie_jar=aiohttp.DummyCookieJar()
+            )
         return self._session
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._poster is not None:
+            await self._poster.close()
 
     # --- transport ---------------------------------------------------------------------------
     async def _request(
@@ -263,12 +295,15 @@ class NodeClient:
             if attempt:
                 await self._sleep(self._backoff.delay(attempt - 1, self._rng))
             try:
-                async with self.session.request(
-                    method, url, data=data, headers=_OCTET if data is not None else None
-                ) as response:
-                    body = await response.read()
-                    status = response.status
-            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                if data is not None and method == "POST" and self._poster is not None:
+                    status, body = await self._post(path, data)
+                else:
+                    async with self.session.request(
+                        method, url, data=data, headers=_OCTET if data is not None else None
+                    ) as response:
+                        body = await response.read()
+                        status = response.status
+            except (aiohttp.ClientConnectionError, TimeoutError, *_POST_TRANSIENT) as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 continue
             if status == 503 and retry_503:
@@ -276,6 +311,17 @@ class NodeClient:
                 continue
             return status, body, attempt + 1
         raise NodeUnavailableError(0, f"{method} {url} failed {self._attempts} times: {last}")
+
+    async def _post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        poster = self._poster
+        if poster is None:
+            raise RuntimeError("no poster for this node URL")
+        timeout = self._timeout.total or self._timeout.sock_read
+        try:
+            async with asyncio.timeout(timeout):
+                return await poster.post(path, body)
+        except MalformedAnswer as exc:
+            raise NodeError(0, f"POST {self.base_url}{path}: {exc}") from None
 
     def _decode(self, kind: type[T], status: int, body: bytes) -> T:
         try:

@@ -12,7 +12,10 @@ creates a task per message, which is most of its cost per message; see
   and stops its iterator when the connection drops; what it had queued by then is moved into
   the buffer before the loss is marked, so nothing received is dropped.
 * A QoS 1 ``publish`` waits for the PUBACK (aiomqtt's own behaviour), and fails as soon as
-  the connection is lost instead of waiting out aiomqtt's operation timeout.
+  the connection is lost instead of waiting out aiomqtt's operation timeout. aiomqtt has no
+  synchronous publish, so ``publish_nowait`` is that publish in a task: the message is
+  written when the task first runs, on the loop's next turn (tasks start in creation order,
+  so the order holds).
 * The receive buffer cannot stop paho reading its socket, so past the high-water mark it just
   grows (gmqtt's transport pauses the socket instead).
 """
@@ -166,6 +169,13 @@ class AiomqttTransport(BufferedTransport):
         check_qos(qos)
         client = self._live_client()
         await self._until_lost(client.publish(topic, payload, qos=qos, retain=retain))
+
+    def publish_nowait(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> asyncio.Future[None]:
+        check_qos(qos)
+        self._live_client()  # not connected: raise now, as the other transports do
+        return asyncio.ensure_future(self.publish(topic, payload, qos, retain))
 
     async def _until_lost(self, operation: Coroutine[Any, Any, _T]) -> _T:
         """Await an aiomqtt call, failing with :class:`TransportDisconnected` as soon as the

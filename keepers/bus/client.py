@@ -324,6 +324,16 @@ class BusClient:
     ) -> None:
         await self.transport.publish(topic, payload, self._qos if qos is None else qos, retain)
 
+    def publish_raw_nowait(
+        self, topic: str, payload: bytes, *, qos: int | None = None, retain: bool = False
+    ) -> asyncio.Future[None]:
+        """Hand ``payload`` to the connection now; the future completes at its acknowledgement
+        (see :meth:`keepers.bus.transport.Transport.publish_nowait`). Raises
+        :class:`TransportDisconnected` while disconnected."""
+        return self.transport.publish_nowait(
+            topic, payload, self._qos if qos is None else qos, retain
+        )
+
     # --- consume -----------------------------------------------------------------------------
     async def get(self) -> Delivery:
         item = await self._queue.get()

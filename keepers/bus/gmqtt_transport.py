@@ -8,7 +8,9 @@ itself and this transport turns off or completes:
   ``reconnect`` is a no-op, and :class:`~keepers.bus.client.BusClient` reconnects with jittered
   backoff and re-subscribes.
 * gmqtt's ``publish`` returns before the broker acknowledges; here a QoS 1 ``publish`` waits
-  for the PUBACK, seen through the client's in-flight message storage (removed on PUBACK).
+  for the PUBACK, seen through the client's in-flight message storage (removed on PUBACK),
+  and ``publish_nowait`` returns that wait as a future (the packet is already written). A
+  PUBACK that does not come within ``ack_timeout`` fails it and cuts the connection.
 * Flow control: when the receive buffer passes its high-water mark the asyncio transport stops
   reading, so TCP pushes back and the broker queues (see ``max_queued_messages`` in
   ``docker/mosquitto.conf``).
@@ -177,26 +179,40 @@ class GmqttTransport(BufferedTransport):
             raise TransportError(f"broker refused subscriptions {refused or list(topic_filters)}")
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        await self.publish_nowait(topic, payload, qos, retain)
+
+    def publish_nowait(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> asyncio.Future[None]:
+        """gmqtt writes the packet to the socket before returning; the future completes at its
+        PUBACK (QoS 1), or is already done (QoS 0)."""
         check_qos(qos)
         client = self._live_client()
         client.publish(topic, payload, qos=qos, retain=retain)
-        if qos == 0:
-            return
-        future = self._storage.last
+        ack = self._storage.last
         self._storage.last = None
-        if future is None:
+        loop = asyncio.get_running_loop()
+        if qos == 0 or ack is None:
+            sent: asyncio.Future[None] = loop.create_future()
+            sent.set_result(None)
+            return sent
+        overdue = loop.call_later(self._ack_timeout, self._ack_overdue, ack)
+        ack.add_done_callback(lambda _: overdue.cancel())
+        return ack
+
+    def _ack_overdue(self, ack: asyncio.Future[None]) -> None:
+        """A broker that never acknowledges (amqtt can lose a PUBACK) would otherwise hold the
+        publisher forever: treat the connection as broken, so the owner reconnects and
+        re-sends; subscribers drop the duplicate by its sequence number."""
+        if ack.done():
             return
-        try:
-            async with asyncio.timeout(self._ack_timeout):
-                await future
-        except TimeoutError:
-            # A broker that never acknowledges (amqtt can lose a PUBACK) would otherwise hold the
-            # publisher forever: treat the connection as broken, so the owner reconnects and
-            # re-sends; subscribers drop the duplicate by its sequence number.
-            self.abort()
-            raise TransportDisconnected(
+        ack.set_exception(
+            TransportDisconnected(
                 f"no PUBACK within {self._ack_timeout} s from {self._address.url}"
-            ) from None
+            )
+        )
+        ack.exception()  # retrieved: the publisher may have stopped waiting for it
+        self.abort()
 
     # --- gmqtt callbacks ---------------------------------------------------------------------
     def _on_message(

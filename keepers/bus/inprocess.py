@@ -161,9 +161,18 @@ class InProcessTransport(BufferedTransport):
         self._broker._subscribe(self, topic_filters, qos)
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        check_qos(qos)
-        self._live()
-        self._broker._publish(topic, payload, retain)
+        self.publish_nowait(topic, payload, qos, retain)
         if qos == 1:
             # A real QoS 1 publish waits a round trip; yielding here lets readers run likewise.
             await asyncio.sleep(0)
+
+    def publish_nowait(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> asyncio.Future[None]:
+        """Delivered before returning: the acknowledgement is already there."""
+        check_qos(qos)
+        self._live()
+        self._broker._publish(topic, payload, retain)
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acked.set_result(None)
+        return acked

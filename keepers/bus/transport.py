@@ -16,8 +16,11 @@ Contract:
   reconnect: the next ``messages()`` continues where the last one stopped, and a loss no
   reader has seen yet is raised by it, even after a reconnect, so none goes unnoticed.
 * ``publish()`` returns once the broker acknowledged a QoS 1 message (PUBACK), or once a QoS 0
-  message is written. Publishes issued one after another reach the broker in that order, so
-  callers that need throughput issue many without awaiting each (``asyncio.gather``).
+  message is written. ``publish_nowait()`` hands the message to the connection at once and
+  returns a future of that acknowledgement instead (it raises :class:`TransportDisconnected`
+  when not connected; the future fails with it when the connection is lost before the
+  PUBACK): how a caller keeps many messages in flight without a task per message. Publishes
+  issued one after another reach the broker in that order, whichever of the two issued them.
   Only QoS 0 and 1 are offered: every consumer of the bus is idempotent by sequence number.
 * Disconnect listeners are called once per connection that ends: with the cause when it was
   lost, with ``None`` after ``close()``.
@@ -69,6 +72,10 @@ class Transport(Protocol):
     async def publish(
         self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
     ) -> None: ...
+
+    def publish_nowait(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> asyncio.Future[None]: ...
 
     def messages(self) -> AsyncIterator[tuple[str, bytes]]: ...
 

@@ -272,7 +272,9 @@ class Executor:
                 )
         self._metrics.tx_sent.labels(bot, action.kind).inc()
         _log.debug("transaction sent", recent_slot=recent_slot, signature=tx.signature.hex())
+        sent = self._timer.monotonic()
         result, used = await self._call(self._node.send_tx, raw, bot, action.kind)
+        self._metrics.tx_seconds.labels(bot, action.kind).observe(self._timer.monotonic() - sent)
         attempts += used
         if isinstance(result, BaseException):
             return self._failed(action, correlation_id, tx, attempts, result)

@@ -10,6 +10,8 @@ Series (names as exported; counters get ``_total``):
 * ``keepers_bot_actions_total{bot,kind}``: actions decided;
 * ``keepers_bot_actions_skipped_total{bot,kind,reason}``: not sent (``duplicate`` in flight);
 * ``keepers_tx_sent_total{bot,kind}``; ``keepers_tx_accepted_total{bot,kind}``;
+  ``keepers_tx_seconds{bot,kind}`` (histogram): from sending a transaction to the node's
+  answer (retries included);
   ``keepers_tx_rejected_total{bot,kind,code}`` (``code`` is the error code *name*);
   ``keepers_tx_failed_total{bot,kind}``: transient I/O that outlived its retries;
   ``keepers_tx_retries_total{bot,kind}``;
@@ -29,6 +31,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 TICK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+TX_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 
 
 class RuntimeMetrics:
@@ -53,6 +56,13 @@ class RuntimeMetrics:
             registry=r,
         )
         self.tx_sent = Counter("keepers_tx_sent", "Transactions sent", ["bot", "kind"], registry=r)
+        self.tx_seconds = Histogram(
+            "keepers_tx_seconds",
+            "From sending a transaction to the node's answer (retries included)",
+            ["bot", "kind"],
+            buckets=TX_BUCKETS,
+            registry=r,
+        )
         self.tx_accepted = Counter(
             "keepers_tx_accepted", "Transactions accepted", ["bot", "kind"], registry=r
         )

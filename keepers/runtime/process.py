@@ -76,21 +76,34 @@ class StartupError(RuntimeError):
 
 
 class TappedBusClient(BusClient):
-    """A :class:`BusClient` that shows each delivery to a ``tap`` as its consumer takes it
-    (the runtime watches the stream the DLOB feed consumes, over the same connection)."""
+    """A :class:`BusClient` that shows each delivery to a ``tap`` once its consumer has
+    applied it (the runtime watches the stream the DLOB feed consumes, over the same
+    connection).
+
+    The consumer (the feed's one writer) applies a delivery before it asks for the next, so a
+    delivery is tapped when the consumer comes back to :meth:`get` or :meth:`get_nowait`: a
+    bot woken by the tap finds what the message changed already in the book. (Tapped as it
+    was taken, a bot could tick between the two and miss, say, the intent it was woken for.)
+    """
 
     tap: Callable[[Delivery], None] | None = None
+    _applied: Delivery | None = None  # taken by the consumer; tapped on its next call
+
+    def _tap_applied(self) -> None:
+        delivery, self._applied = self._applied, None
+        if delivery is not None and self.tap is not None:
+            self.tap(delivery)
 
     async def get(self) -> Delivery:
+        self._tap_applied()
         delivery = await super().get()
-        if self.tap is not None:
-            self.tap(delivery)
+        self._applied = delivery
         return delivery
 
     def get_nowait(self) -> Delivery | None:
+        self._tap_applied()
         delivery = super().get_nowait()
-        if delivery is not None and self.tap is not None:
-            self.tap(delivery)
+        self._applied = delivery
         return delivery
 
 

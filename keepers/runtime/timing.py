@@ -99,9 +99,19 @@ async def _settle(rounds: int = 50) -> None:
 async def wait_event_or_timeout(event: asyncio.Event, seconds: float, timer: Timer) -> bool:
     """Wait until ``event`` is set (True) or ``seconds`` of ``timer`` time pass (False).
 
-    Both inner tasks are cancelled and awaited before returning, also when the caller is
+    With the loop's own clock (:class:`SystemTimer`) the caller waits on the event itself
+    under ``asyncio.timeout``: one future, and the caller runs on the loop's next turn after
+    ``set()`` (an event-driven bot's tick starts that much sooner). Any other timer races two
+    inner tasks; both are cancelled and awaited before returning, also when the caller is
     cancelled, so nothing is left running."""
     if event.is_set():
+        return True
+    if type(timer) is SystemTimer:
+        try:
+            async with asyncio.timeout(max(0.0, seconds)):
+                await event.wait()
+        except TimeoutError:
+            return event.is_set()
         return True
     waiter = asyncio.ensure_future(event.wait())
     sleeper = asyncio.ensure_future(timer.sleep(seconds))

@@ -412,3 +412,47 @@ async def test_a_group_larger_than_one_insert_statement_reads_back_exactly(
         f"hash-{i}" for i in range(0, n, 500)
     ]
     await journal.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("inline_when_idle", [True, False])
+async def test_a_lone_entry_after_a_quiet_spell_is_committed_on_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline_when_idle: bool
+) -> None:
+    monkeypatch.setattr(keepers.journal, "IDLE_INLINE_AFTER", 60.0)  # only the first is idle
+    path = tmp_path / "j.db"
+    journal = Journal.open(path, writer="thread", inline_when_idle=inline_when_idle)
+    journal.start()
+    assert await journal.append(1, 100, b"lone", 1, 1) == 1  # nothing committed before
+    assert await journal.append(1, 101, b"soon after", 2, 1) == 2  # 60 s have not passed
+    await asyncio.gather(
+        journal.append(2, 102, b"burst-1", 3, 1), journal.append(2, 103, b"burst-2", 4, 1)
+    )
+    metrics = journal.metrics
+    assert (metrics.idle_inline, metrics.commits, metrics.entries) == (
+        (1 if inline_when_idle else 0),
+        3,
+        4,
+    )
+    await journal.close()
+    reopened = Journal.open(path)
+    assert [e.tx for e in reopened.entries()] == [b"lone", b"soon after", b"burst-1", b"burst-2"]
+    reopened.close_sync()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("flush", [True, False])
+async def test_flush_starts_the_commit_before_the_loop_turns(tmp_path: Path, flush: bool) -> None:
+    journal = Journal.open(tmp_path / "j.db", writer="thread", inline_when_idle=False)
+    journal.start()
+    await journal.append(1, 100, b"connects the writer", 1, 0)
+    await journal.reserve()
+    _, first = journal.append_reserved(1, 101, b"first", 1, 0)
+    if flush:
+        journal.flush()  # the group [first] goes to the writer thread now
+    await journal.reserve()
+    _, second = journal.append_reserved(1, 102, b"second", 1, 0)
+    await asyncio.gather(first, second)
+    # flushed: "second" came too late for the group in flight; otherwise both shared one
+    assert journal.metrics.batch_sizes == (Counter({1: 3}) if flush else Counter({1: 1, 2: 1}))
+    await journal.close()

@@ -14,13 +14,14 @@ import pytest_asyncio
 import keepers.verify_pool
 from keepers.bus import topics
 from keepers.bus.client import Backoff, BusClient
-from keepers.bus.inprocess import InProcessBroker
+from keepers.bus.inprocess import InProcessBroker, InProcessTransport
 from keepers.bus.schemas import (
     OracleMessage,
     OrderEvent,
     decode,
     record_to_message,
 )
+from keepers.bus.transport import TransportDisconnected
 from keepers.node_publisher import EventBuilder, Outgoing, Publisher
 from keepers.verify_pool import VerifyPool
 from protocol.clock import Clock
@@ -169,7 +170,7 @@ async def test_messages_go_out_in_order_and_are_counted(
     broker: InProcessBroker, node_bus: BusClient
 ) -> None:
     lags: list[float] = []
-    publisher = Publisher(node_bus, batch=3, observe_lag=lags.append)
+    publisher = Publisher(node_bus, window=3, observe_lag=lags.append)
     seen: list[bytes] = []
     watcher = broker.transport("raw")
     await watcher.connect()
@@ -254,6 +255,74 @@ async def test_retained_values_are_sent_again_after_a_reconnect(
     assert broker.retained(slot_topic) == b"slot-2"
 
 
+class _Withheld(InProcessTransport):
+    """Delivers at once but holds every PUBACK until the test resolves it; a lost connection
+    fails the ones still held (the transport contract)."""
+
+    def __init__(self, broker: InProcessBroker, client_id: str) -> None:
+        super().__init__(broker, client_id)
+        self.acks: list[asyncio.Future[None]] = []
+
+    def publish_nowait(
+        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
+    ) -> asyncio.Future[None]:
+        super().publish_nowait(topic, payload, qos, retain)
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.acks.append(ack)
+        return ack
+
+    def _lose(self, cause: BaseException) -> None:
+        for ack in self.acks:
+            if not ack.done():
+                ack.set_exception(TransportDisconnected(str(cause)))
+        super()._lose(cause)
+
+
+@pytest.mark.asyncio
+async def test_publish_writes_through_and_a_loss_sends_the_unacknowledged_again(
+    broker: InProcessBroker,
+) -> None:
+    transport = _Withheld(broker, "node")
+    bus = BusClient(transport, backoff=Backoff(0.001, 0.01))
+    publisher = Publisher(bus, window=2)
+    raw = broker.transport("raw")
+    await raw.connect()
+    await raw.subscribe([topics.all_records(CLUSTER)])
+    runner = asyncio.create_task(publisher.run())
+    await bus.start()
+    async with asyncio.timeout(5):
+        await bus.wait_connected()
+    publisher.publish([order_item(i) for i in range(3)])
+    # written before publish() returned, as far as the window goes: 0 and 1; 2 waits
+    assert (broker.published, publisher.unacknowledged, publisher.depth) == (2, 2, 1)
+    transport.acks[0].set_result(None)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert (broker.published, publisher.stats.published) == (3, 1)  # 2 took 0's place
+    reconnected = asyncio.Event()
+    bus.add_connect_listener(lambda generation: reconnected.set())
+    broker.drop("node")  # 1 and 2 were never acknowledged: they go again, in order
+    async with asyncio.timeout(5):
+        await reconnected.wait()
+    # the publisher's own connect listener (registered first) wrote them again already
+    assert (len(transport.acks), publisher.unacknowledged) == (5, 2)
+    for ack in transport.acks[3:]:
+        ack.set_result(None)
+    async with asyncio.timeout(5):
+        await publisher.wait_idle()
+    runner.cancel()
+    await bus.close()
+    got = []
+    async with asyncio.timeout(5):
+        async for _topic, payload in raw.messages():
+            got.append(payload)
+            if len(got) == 5:
+                break
+    await raw.close()
+    assert got == [b"0", b"1", b"2", b"1", b"2"]
+    assert (publisher.stats.published, publisher.stats.failures) == (3, 1)
+
+
 # --- VerifyPool -----------------------------------------------------------------------------
 def signed(n: int) -> Transaction:
     return parse_transaction(deposit(ALICE, 1, n + 1))
@@ -283,7 +352,8 @@ async def test_verdicts_come_back_in_order_with_rejections(monkeypatch: pytest.M
         if len(outcomes) == 6:
             done.set()
 
-    pool: VerifyPool[int] = VerifyPool(on_verified, workers=1)
+    # the idle path off: the first of the burst would be checked on the loop
+    pool: VerifyPool[int] = VerifyPool(on_verified, workers=1, inline_when_idle=False)
     for n in range(6):
         pool.submit(forged(n) if n % 3 == 2 else signed(n), n)
     async with asyncio.timeout(5):
@@ -322,6 +392,40 @@ async def test_a_broken_verifier_reports_the_exception_for_its_batch(
         await done.wait()
     await pool.close()
     assert all(isinstance(o, RuntimeError) for o in outcomes)
+
+
+@pytest.mark.asyncio
+async def test_a_lone_submission_to_an_idle_thread_pool_is_verified_on_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(keepers.verify_pool, "IDLE_AFTER", 60.0)  # only the first is idle
+    sizes: list[int] = []
+    real = keepers.verify_pool.verify_batch
+
+    def counting(txs: Sequence[Transaction]) -> list[Any]:
+        sizes.append(len(txs))
+        return real(txs)
+
+    monkeypatch.setattr(keepers.verify_pool, "verify_batch", counting)
+    outcomes: list[tuple[int, Any]] = []
+    done = asyncio.Event()
+
+    def on_verified(tag: int, outcome: Any) -> None:
+        outcomes.append((tag, outcome))
+        if len(outcomes) == 2:
+            done.set()
+
+    pool: VerifyPool[int] = VerifyPool(on_verified, workers=1)
+    pool.submit(forged(0), 0)
+    assert (pool.inline, [tag for tag, _ in outcomes]) == (1, [0])  # inside submit()
+    pool.submit(signed(1), 1)  # right after: a thread takes it
+    async with asyncio.timeout(5):
+        await done.wait()
+    await pool.close()
+    assert (pool.inline, sizes) == (1, [1, 1])  # the first on the loop, the second a batch
+    rejected = outcomes[0][1]
+    assert isinstance(rejected, Rejected) and rejected.code == ErrorCode.InvalidSignature
+    assert isinstance(outcomes[1][1], VerifiedTransaction)
 
 
 def test_the_slot_message_is_retained() -> None:

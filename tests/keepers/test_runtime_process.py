@@ -318,3 +318,28 @@ async def test_a_bot_woken_by_an_order_event_finds_it_in_the_book(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert task.done()
+
+
+@pytest.mark.asyncio
+async def test_the_tap_sees_a_delivery_once_its_consumer_comes_back_for_the_next() -> None:
+    broker = InProcessBroker()
+    pub = await publisher(broker)
+    bus = bus_on(broker)
+    tapped: list[Any] = []
+    bus.tap = tapped.append
+    await bus.subscribe([topics.slot(CLUSTER)])
+    await bus.start()
+    try:
+        async with asyncio.timeout(5):
+            await bus.wait_connected()
+            for slot in (1, 2):
+                await pub.publish(topics.slot(CLUSTER), encode(SlotMessage(slot=slot, ts=5)))
+            first = await bus.get()
+            assert tapped == []  # taken by the consumer, not applied yet
+            second = await bus.get()
+            assert tapped == [first]
+            assert bus.get_nowait() is None
+            assert tapped == [first, second]
+    finally:
+        await bus.close()
+    assert [d.message.slot for d in tapped] == [1, 2]

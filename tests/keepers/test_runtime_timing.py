@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from keepers.runtime.timing import ManualTimer, wait_event_or_timeout
+from keepers.runtime.timing import ManualTimer, SystemTimer, wait_event_or_timeout
 
 
 @pytest.mark.asyncio
@@ -48,3 +48,16 @@ async def test_wait_event_or_timeout() -> None:
     await timer.advance(0)
     assert woken.result() is True
     assert timer.sleeping == 0  # the sleeper was cancelled, not left behind
+
+
+@pytest.mark.asyncio
+async def test_wait_event_or_timeout_on_the_loops_clock() -> None:
+    timer = SystemTimer()
+    event = asyncio.Event()
+    assert await wait_event_or_timeout(event, 0.01, timer) is False
+    waiting = asyncio.create_task(wait_event_or_timeout(event, 30.0, timer))
+    await asyncio.sleep(0)
+    event.set()
+    await asyncio.sleep(0)  # one turn of the loop: no helper tasks in between
+    assert waiting.result() is True
+    assert await wait_event_or_timeout(event, 0.0, timer) is True  # already set

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
+import keepers.verify_pool
 from keepers.verify_pool import ProcessVerifyPool, WorkerExitedError
 from keepers.verify_worker import verify_frame
 from protocol.error_codes import ErrorCode
@@ -80,7 +81,8 @@ async def test_outcomes_come_back_in_submission_order_across_workers_and_batches
 @pytest.mark.asyncio
 async def test_a_dead_worker_fails_its_batches_and_is_replaced() -> None:
     outcomes = Outcomes()
-    pool: ProcessVerifyPool[int] = ProcessVerifyPool(outcomes, workers=1)
+    # the idle path off: the lone submission below must wait for the replacement worker
+    pool: ProcessVerifyPool[int] = ProcessVerifyPool(outcomes, workers=1, inline_when_idle=False)
     await pool.start()
     try:
         [pid] = pool.pids
@@ -132,6 +134,44 @@ async def test_a_transaction_built_in_memory_is_an_error_outcome_not_a_hang() ->
     first, second = (o for _, o in outcomes.got)
     assert isinstance(first, ValueError)
     assert isinstance(second, VerifiedTransaction)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["signed", "forged", "never parsed"])
+async def test_a_submission_that_finds_the_pool_idle_is_verified_on_the_loop(
+    monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    monkeypatch.setattr(keepers.verify_pool, "IDLE_AFTER", 60.0)  # only the first is idle
+    tx = {
+        "signed": signed(0),
+        "forged": forged(0),
+        "never parsed": Transaction.sign([Deposit(ALICE.pubkey, 0, 0, 5)], 1, [ALICE]),
+    }[kind]
+    outcomes = Outcomes()
+    pool: ProcessVerifyPool[int] = ProcessVerifyPool(outcomes, workers=1)
+    await pool.start()
+    try:
+        pool.submit(tx, 0)
+        assert (pool.inline, len(outcomes.got)) == (1, 1)  # answered inside submit()
+        pool.submit(signed(1), 1)  # not a quiet spell since: the worker takes it
+        assert len(outcomes.got) == 1
+        await outcomes.wait(2)
+        assert pool.inline == 1
+    finally:
+        await pool.close()
+    assert [tag for tag, _ in outcomes.got] == [0, 1]
+    outcome = outcomes.got[0][1]
+    # what a worker's verdict would have made of it
+    if kind == "signed":
+        assert isinstance(outcome, VerifiedTransaction)
+        assert (outcome.transaction, outcome.message) == (tx, tx.wire_message)
+    elif kind == "forged":
+        assert outcome == Rejected(
+            ErrorCode.InvalidSignature, "signature 0 does not verify", "signatures[0]"
+        )
+    else:
+        assert isinstance(outcome, ValueError)
+    assert isinstance(outcomes.got[1][1], VerifiedTransaction)
 
 
 def test_the_worker_answers_one_verdict_per_transaction() -> None:
