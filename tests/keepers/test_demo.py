@@ -605,7 +605,7 @@ def test_a_short_demo_fills_in_every_layer_and_keeps_the_invariants(tmp_path: Pa
     from keepers.demo import main as demo_main
 
     status = demo_main(
-        ["--slots", "70", "--seed", "1", "--summary", str(summary), "--no-live"], out=out
+        ["--slots", "140", "--seed", "1", "--summary", str(summary), "--no-live"], out=out
     )
     report = json.loads(summary.read_text())
     assert status == 0, out.getvalue()
