@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable, Iterable
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from dlob import DLOBNode
 from keepers.bus.client import Delivery
@@ -201,3 +201,15 @@ def require(condition: bool, key: str, detail: str) -> None:
 def short_hex(authority: bytes) -> str:
     """The first 8 hex digits of a public key, for correlation ids."""
     return authority[:4].hex()
+
+
+P = TypeVar("P")
+
+
+def bot_params(given: Any, params_type: type[P], bot: str) -> P:
+    """A bot's validated parameters: ``given`` (``BotContext.params``), or the defaults when
+    none were given; :class:`TypeError` naming the bot when they are of another type."""
+    params = given if given is not None else params_type()
+    if not isinstance(params, params_type):
+        raise TypeError(f"{bot} params must be {params_type.__name__}, got {type(params).__name__}")
+    return params

@@ -49,6 +49,7 @@ from bots.common import (
     IntentCache,
     NodeKey,
     SlotTtl,
+    bot_params,
     field_index,
     node_key,
     rejection,
@@ -204,9 +205,7 @@ class Filler:
     params_type: ClassVar[type[FillerParams]] = FillerParams
 
     def __init__(self, context: BotContext) -> None:
-        params = context.params if context.params is not None else FillerParams()
-        if not isinstance(params, FillerParams):
-            raise TypeError(f"filler params must be FillerParams, got {type(params).__name__}")
+        params = bot_params(context.params, FillerParams, "filler")
         self.name = context.name
         self.authority = context.authority
         self.params = params

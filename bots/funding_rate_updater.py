@@ -28,7 +28,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
-from bots.common import SlotTtl, rejection
+from bots.common import SlotTtl, bot_params, rejection
 from keepers.runtime.bot import Action, BotContext, Stream, Subscriptions
 from keepers.runtime.executor import Outcome, Status
 from keepers.runtime.registry import register
@@ -74,12 +74,7 @@ class FundingRateUpdater:
     params_type: ClassVar[type[FundingRateUpdaterParams]] = FundingRateUpdaterParams
 
     def __init__(self, context: BotContext) -> None:
-        params = context.params if context.params is not None else FundingRateUpdaterParams()
-        if not isinstance(params, FundingRateUpdaterParams):
-            raise TypeError(
-                "funding_rate_updater params must be FundingRateUpdaterParams, "
-                f"got {type(params).__name__}"
-            )
+        params = bot_params(context.params, FundingRateUpdaterParams, "funding_rate_updater")
         self.name = context.name
         self.params = params
         self.subscriptions = Subscriptions(

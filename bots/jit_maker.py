@@ -50,6 +50,7 @@ from bots.common import (
     NodeKey,
     SlotTtl,
     ViewReader,
+    bot_params,
     node_key,
     rejection,
     short_hex,
@@ -261,9 +262,7 @@ class JitMaker:
     params_type: ClassVar[type[JitMakerParams]] = JitMakerParams
 
     def __init__(self, context: BotContext) -> None:
-        params = context.params if context.params is not None else JitMakerParams()
-        if not isinstance(params, JitMakerParams):
-            raise TypeError(f"jit_maker params must be JitMakerParams, got {type(params).__name__}")
+        params = bot_params(context.params, JitMakerParams, "jit_maker")
         self.name = context.name
         self.authority = context.authority
         self.params = params

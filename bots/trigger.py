@@ -24,7 +24,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
-from bots.common import SlotTtl, rejection, short_hex
+from bots.common import SlotTtl, bot_params, rejection, short_hex
 from keepers.dlob_feed import DlobReader
 from keepers.runtime.bot import Action, BotContext, Stream, Subscriptions
 from keepers.runtime.executor import Outcome
@@ -80,9 +80,7 @@ class Trigger:
     params_type: ClassVar[type[TriggerParams]] = TriggerParams
 
     def __init__(self, context: BotContext) -> None:
-        params = context.params if context.params is not None else TriggerParams()
-        if not isinstance(params, TriggerParams):
-            raise TypeError(f"trigger params must be TriggerParams, got {type(params).__name__}")
+        params = bot_params(context.params, TriggerParams, "trigger")
         self.name = context.name
         self.authority = context.authority
         self.params = params
