@@ -11,7 +11,7 @@ Units are the protocol's: slots, unix seconds, prices PRICE_PRECISION, base BASE
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Set
 from typing import Any, Final, Generic, TypeVar
 
 from dlob import DLOBNode
@@ -213,3 +213,27 @@ def bot_params(given: Any, params_type: type[P], bot: str) -> P:
     if not isinstance(params, params_type):
         raise TypeError(f"{bot} params must be {params_type.__name__}, got {type(params).__name__}")
     return params
+
+
+def settle_groups(
+    items: Iterable[tuple[UserKey, int]],
+    solo: Set[tuple[UserKey, int]],
+    max_per_tx: int,
+) -> list[list[tuple[UserKey, int]]]:
+    """``(user, perp market)`` settlements grouped into transactions: those of one market
+    batched up to ``max_per_tx`` (markets in index order, items in the order given), then each
+    item in ``solo`` (one whose batch the program refused) in a transaction of its own."""
+    by_market: dict[int, list[tuple[UserKey, int]]] = {}
+    singles: list[tuple[UserKey, int]] = []
+    for item in items:
+        if item in solo:
+            singles.append(item)
+        else:
+            by_market.setdefault(item[1], []).append(item)
+    groups: list[list[tuple[UserKey, int]]] = []
+    for market_index in sorted(by_market):
+        batch = by_market[market_index]
+        for start in range(0, len(batch), max_per_tx):
+            groups.append(batch[start : start + max_per_tx])
+    groups.extend([item] for item in singles)
+    return groups

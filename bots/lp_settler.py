@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bots.common import settle_groups
 from bots.margin_view import UserSource, user_source
 from keepers.runtime import Action, BotContext, Outcome, Status, Subscriptions, View
 from keepers.runtime.registry import register
@@ -93,19 +94,7 @@ class LpSettler:
     def decide(self, view: View) -> list[Action]:
         self._sync()
         params = self.params
-        by_market: dict[int, list[_Item]] = {}
-        singles: list[_Item] = []
-        for item in self.due(view):
-            if item in self._solo:
-                singles.append(item)
-            else:
-                by_market.setdefault(item[1], []).append(item)
-        groups: list[list[_Item]] = []
-        for market_index in sorted(by_market):
-            items = by_market[market_index]
-            for start in range(0, len(items), params.max_settles_per_tx):
-                groups.append(items[start : start + params.max_settles_per_tx])
-        groups.extend([item] for item in singles)
+        groups = settle_groups(self.due(view), self._solo, params.max_settles_per_tx)
         actions = []
         for group in groups[: params.max_txs_per_tick]:
             for item in group:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from bots.common import settle_groups
 from bots.margin_view import MarketSnapshot, UserSource, user_source
 from keepers.runtime import Action, BotContext, Outcome, Status, Subscriptions, View
 from keepers.runtime.registry import register
@@ -212,19 +213,9 @@ class PnlSettler:
     def decide(self, view: View) -> list[Action]:
         self._sync(view)
         params = self.params
-        batches: dict[int, list[_Item]] = {}
-        singles: list[_Item] = []
-        for item, _ in self.candidates():
-            if item in self._solo:
-                singles.append(item)
-            else:
-                batches.setdefault(item[1], []).append(item)
-        groups: list[list[_Item]] = []
-        for market_index in sorted(batches):
-            items = batches[market_index]
-            for start in range(0, len(items), params.max_settles_per_tx):
-                groups.append(items[start : start + params.max_settles_per_tx])
-        groups.extend([item] for item in singles)
+        groups = settle_groups(
+            (item for item, _ in self.candidates()), self._solo, params.max_settles_per_tx
+        )
         actions = []
         for group in groups[: params.max_txs_per_tick]:
             actions.append(
